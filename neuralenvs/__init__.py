@@ -1,0 +1,15 @@
+"""neuralenvs: trained world models as batched Gymnasium environments.
+
+Importing the package registers the gym ids ``neuralenvs/<Game>-real-v0`` (the real Atari 100k
+games), ``neuralenvs/Dream-v0`` (any checkpoint, ``checkpoint=PATH``) and one
+``neuralenvs/<Game>-<family>-v0`` per shipped checkpoint.
+"""
+
+from neuralenvs.envs.atari import ATARI100K_GAMES, make_atari_env
+from neuralenvs.registry import list_envs, register_all
+
+__version__ = "0.1.0"
+
+register_all()
+
+__all__ = ["ATARI100K_GAMES", "make_atari_env", "list_envs", "__version__"]

@@ -1,0 +1,247 @@
+"""Episode datasets on disk: one compressed file per episode plus an index.
+
+Layout of a dataset folder::
+
+    meta.json              obs shape, number and meanings of actions, where the data came from
+    index.json             the list of completed episodes (the source of truth)
+    episodes/000042.npz    frames uint8 [T+1, H, W, C], actions [T], rewards [T],
+                           terminated [T], truncated [T]
+
+Appending writes the episode file first, then replaces the index atomically. A process killed at
+any moment leaves the index naming only complete files: the episode being written when it died is
+lost, every earlier one is intact. Files that the index does not name are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neuralenvs.utils.io import atomic_write_bytes, atomic_write_text
+from neuralenvs.world_model import Segments
+
+
+@dataclass
+class Episode:
+    """One episode: ``frames[t]`` is the observation at which ``actions[t]`` was taken."""
+
+    frames: np.ndarray  # uint8 [T + 1, H, W, C]
+    actions: np.ndarray  # int64 [T]
+    rewards: np.ndarray  # float32 [T], raw (unclipped)
+    terminated: np.ndarray  # bool [T]
+    truncated: np.ndarray  # bool [T]
+
+    def __post_init__(self) -> None:
+        self.frames = np.asarray(self.frames, dtype=np.uint8)
+        self.actions = np.asarray(self.actions, dtype=np.int64)
+        self.rewards = np.asarray(self.rewards, dtype=np.float32)
+        self.terminated = np.asarray(self.terminated, dtype=bool)
+        self.truncated = np.asarray(self.truncated, dtype=bool)
+        t = len(self.actions)
+        if self.frames.ndim != 4 or len(self.frames) != t + 1:
+            raise ValueError(
+                f"an episode of {t} actions needs frames of shape [{t + 1}, H, W, C], "
+                f"got {self.frames.shape}"
+            )
+        for name in ("rewards", "terminated", "truncated"):
+            if getattr(self, name).shape != (t,):
+                raise ValueError(f"{name} must have shape ({t},), got {getattr(self, name).shape}")
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    @property
+    def episode_return(self) -> float:
+        return float(self.rewards.sum())
+
+
+class EpisodeDataset:
+    """A growing folder of episodes. Create one by giving ``obs_shape`` and ``num_actions``;
+    open an existing one with the path alone."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        obs_shape: tuple[int, int, int] | None = None,
+        num_actions: int | None = None,
+        action_meanings: list[str] | None = None,
+        source: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        if meta_path.exists():
+            self.meta = json.loads(meta_path.read_text())
+            for name, given in (("obs_shape", obs_shape), ("num_actions", num_actions)):
+                stored = self.meta[name]
+                if given is not None and list(np.atleast_1d(given)) != list(np.atleast_1d(stored)):
+                    raise ValueError(
+                        f"dataset {self.path} holds {name}={stored}, not {given}: "
+                        "collect into a new folder, or resize to match"
+                    )
+        elif obs_shape is None or num_actions is None:
+            raise FileNotFoundError(
+                f"no episode dataset at {self.path} (no meta.json); to create one, pass "
+                "obs_shape and num_actions"
+            )
+        else:
+            (self.path / "episodes").mkdir(parents=True, exist_ok=True)
+            self.meta = {
+                "format_version": 1,
+                "obs_shape": [int(x) for x in obs_shape],
+                "num_actions": int(num_actions),
+                "action_meanings": list(action_meanings) if action_meanings else None,
+                "source": source,
+            }
+            atomic_write_text(meta_path, json.dumps(self.meta, indent=1))
+        index_path = self.path / "index.json"
+        self._index: list[dict] = json.loads(index_path.read_text()) if index_path.exists() else []
+        self._cache: dict[int, Episode] = {}
+
+    # -- what is in it -----------------------------------------------------------------------
+    @property
+    def obs_shape(self) -> tuple[int, int, int]:
+        return tuple(self.meta["obs_shape"])
+
+    @property
+    def num_actions(self) -> int:
+        return int(self.meta["num_actions"])
+
+    @property
+    def action_meanings(self) -> list[str] | None:
+        return self.meta.get("action_meanings")
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self._index)
+
+    @property
+    def num_steps(self) -> int:
+        return sum(e["length"] for e in self._index)
+
+    @property
+    def episode_lengths(self) -> np.ndarray:
+        return np.array([e["length"] for e in self._index], dtype=np.int64)
+
+    @property
+    def episode_returns(self) -> np.ndarray:
+        return np.array([e["return"] for e in self._index], dtype=np.float64)
+
+    def __len__(self) -> int:
+        return self.num_episodes
+
+    def __repr__(self) -> str:
+        return f"EpisodeDataset({str(self.path)!r}, episodes={self.num_episodes}, steps={self.num_steps})"
+
+    # -- writing -------------------------------------------------------------------------------
+    def append(self, episode: Episode) -> int:
+        """Store ``episode`` durably and return its index."""
+        if episode.frames.shape[1:] != self.obs_shape:
+            raise ValueError(f"frames of shape {episode.frames.shape[1:]} in a dataset of {self.obs_shape}")
+        if len(episode) and (episode.actions.min() < 0 or episode.actions.max() >= self.num_actions):
+            raise ValueError(f"actions must lie in [0, {self.num_actions})")
+        number = max((e["number"] for e in self._index), default=-1) + 1
+        name = f"episodes/{number:06d}.npz"
+        buffer = _npz_bytes(episode)
+        atomic_write_bytes(self.path / name, buffer)
+        self._index.append(
+            {"number": number, "file": name, "length": len(episode), "return": episode.episode_return}
+        )
+        atomic_write_text(self.path / "index.json", json.dumps(self._index))
+        return len(self._index) - 1
+
+    # -- reading -------------------------------------------------------------------------------
+    def episode(self, i: int) -> Episode:
+        if i in self._cache:
+            return self._cache[i]
+        entry = self._index[i]
+        with np.load(self.path / entry["file"], allow_pickle=False) as z:
+            return Episode(**{k: z[k] for k in ("frames", "actions", "rewards", "terminated", "truncated")})
+
+    def __iter__(self) -> Iterator[Episode]:
+        for i in range(self.num_episodes):
+            yield self.episode(i)
+
+    def load(self, indices: list[int] | None = None, progress: bool = False) -> EpisodeDataset:
+        """Read episodes into memory once, so sampling never touches the disk."""
+        from tqdm.auto import tqdm
+
+        indices = range(self.num_episodes) if indices is None else indices
+        for i in tqdm(indices, desc="loading episodes", disable=not progress, unit="ep"):
+            if i not in self._cache:
+                self._cache[i] = self.episode(i)
+        return self
+
+    def split(self, num_test_episodes: int) -> tuple[list[int], list[int]]:
+        """Train and held-out episode indices: the last ``num_test_episodes`` are held out."""
+        n = self.num_episodes
+        if not 0 <= num_test_episodes < n:
+            raise ValueError(f"cannot hold out {num_test_episodes} of {n} episodes")
+        return list(range(n - num_test_episodes)), list(range(n - num_test_episodes, n))
+
+    def sample_segments(
+        self,
+        batch_size: int,
+        length: int,
+        rng: np.random.Generator,
+        episodes: list[int] | None = None,
+    ) -> Segments:
+        """Sample ``batch_size`` segments of ``length`` transitions (``length + 1`` frames).
+
+        Every transition is equally likely to be a segment's last one; a segment that would
+        begin before its episode's start is padded there (zero frames, action 0, mask False),
+        as DIAMOND does, so the first steps of every episode are trained on too.
+        """
+        episodes = list(range(self.num_episodes)) if episodes is None else list(episodes)
+        lengths = np.array([self._index[i]["length"] for i in episodes], dtype=np.float64)
+        if lengths.sum() == 0:
+            raise ValueError("cannot sample segments from a dataset with no transitions")
+        chosen = rng.choice(len(episodes), size=batch_size, p=lengths / lengths.sum())
+        h, w, c = self.obs_shape
+        frames = np.zeros((batch_size, length + 1, h, w, c), np.uint8)
+        actions = np.zeros((batch_size, length), np.int64)
+        rewards = np.zeros((batch_size, length), np.float32)
+        terminated = np.zeros((batch_size, length), bool)
+        truncated = np.zeros((batch_size, length), bool)
+        mask = np.zeros((batch_size, length + 1), bool)
+        for b, k in enumerate(chosen):
+            ep = self.episode(episodes[k])
+            last = int(rng.integers(len(ep)))  # the segment's last transition
+            start = last - length + 1  # may be negative: padding before the episode start
+            lo = max(start, 0)
+            off = lo - start
+            frames[b, off:] = ep.frames[lo : last + 2]
+            mask[b, off:] = True
+            actions[b, off:] = ep.actions[lo : last + 1]
+            rewards[b, off:] = ep.rewards[lo : last + 1]
+            terminated[b, off:] = ep.terminated[lo : last + 1]
+            truncated[b, off:] = ep.truncated[lo : last + 1]
+        return Segments(
+            frames=torch.from_numpy(frames),
+            actions=torch.from_numpy(actions),
+            rewards=torch.from_numpy(rewards),
+            terminated=torch.from_numpy(terminated),
+            truncated=torch.from_numpy(truncated),
+            mask=torch.from_numpy(mask),
+        )
+
+
+def _npz_bytes(episode: Episode) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        frames=episode.frames,
+        actions=episode.actions,
+        rewards=episode.rewards,
+        terminated=episode.terminated,
+        truncated=episode.truncated,
+    )
+    return buffer.getvalue()

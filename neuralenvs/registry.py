@@ -1,0 +1,78 @@
+"""Gym ids: the real Atari 100k games and one dreamed environment per shipped checkpoint.
+
+Shipped checkpoints live in ``checkpoints/<game>-<family>/`` at the repository root; more folders
+can be listed in the ``NEURALENVS_CHECKPOINTS`` environment variable (``os.pathsep``-separated).
+Each is registered as ``neuralenvs/<Game>-<family>-v0``; ``neuralenvs/Dream-v0`` takes any
+checkpoint folder as ``checkpoint=PATH``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import gymnasium as gym
+
+from neuralenvs.envs.atari import ATARI100K_GAMES
+
+NAMESPACE = "neuralenvs"
+DREAM_ID = f"{NAMESPACE}/Dream-v0"
+
+
+def checkpoint_dirs() -> list[Path]:
+    """Folders searched for shipped checkpoints, in order."""
+    dirs = [Path(__file__).resolve().parent.parent / "checkpoints"]
+    dirs += [Path(p) for p in os.environ.get("NEURALENVS_CHECKPOINTS", "").split(os.pathsep) if p]
+    return [d for d in dirs if d.is_dir()]
+
+
+def shipped_checkpoints() -> dict[str, Path]:
+    """``{gym id: checkpoint folder}`` for every checkpoint found in ``checkpoint_dirs()``.
+
+    Reads only each ``config.json`` (cheap); a folder whose config cannot be read is skipped here
+    and reported in full when someone loads it.
+    """
+    found: dict[str, Path] = {}
+    for root in checkpoint_dirs():
+        for folder in sorted(p for p in root.iterdir() if (p / "config.json").is_file()):
+            try:
+                config = json.loads((folder / "config.json").read_text())
+                game, family = config["game"], config["family"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if game:
+                found.setdefault(f"{NAMESPACE}/{game}-{family}-v0", folder)
+    return found
+
+
+def register_all() -> None:
+    """Register every id. Safe to call twice."""
+    registry = gym.envs.registration.registry
+    for game in ATARI100K_GAMES:
+        env_id = f"{NAMESPACE}/{game}-real-v0"
+        if env_id not in registry:
+            gym.register(env_id, entry_point="neuralenvs.envs.atari:make_atari_env", kwargs={"game": game})
+    if DREAM_ID not in registry:
+        gym.register(
+            DREAM_ID,
+            entry_point="neuralenvs.registry:make_dream_env",
+            vector_entry_point="neuralenvs.registry:make_dream_vector_env",
+        )
+    for env_id, folder in shipped_checkpoints().items():
+        if env_id not in registry:
+            gym.register(
+                env_id,
+                entry_point="neuralenvs.registry:make_dream_env",
+                vector_entry_point="neuralenvs.registry:make_dream_vector_env",
+                kwargs={"checkpoint": str(folder)},
+            )
+
+
+def list_envs(kind: str | None = None) -> list[str]:
+    """Every neuralenvs gym id, sorted; ``kind`` filters by suffix family (``"real"``,
+    ``"diffusion"``, ...)."""
+    ids = sorted(i for i in gym.envs.registration.registry if i.startswith(f"{NAMESPACE}/"))
+    if kind is not None:
+        ids = [i for i in ids if i.endswith(f"-{kind}-v0")]
+    return ids

@@ -1,0 +1,133 @@
+"""The interface every world-model family implements.
+
+A world model is a ``torch.nn.Module`` that dreams a batch of games forward one step at a time.
+The environments in ``neuralenvs.envs`` and the trainer in ``neuralenvs.training`` know only this
+interface, so a new family plugs in by subclassing :class:`WorldModel` and adding itself to
+``neuralenvs.models.FAMILIES``.
+
+Conventions (shared by every family):
+
+- frames are ``uint8`` tensors laid out ``[..., H, W, C]`` (HWC, as the games give them);
+- ``init_state(frames[B, K], actions[B, K-1])``: ``actions[:, i]`` led from ``frames[:, i]`` to
+  ``frames[:, i + 1]``; ``K == context_frames``;
+- ``step(state, actions[B])``: ``actions`` is taken at the newest frame of each dream;
+- reward is predicted as its sign class (-1, 0, +1) and termination as a binary class.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Segments:
+    """A batch of real training segments, as sampled by ``EpisodeDataset.sample_segments``.
+
+    ``frames[:, t]`` is the observation at which ``actions[:, t]`` was taken; ``rewards[:, t]``,
+    ``terminated[:, t]`` and ``truncated[:, t]`` are what that action led to, and
+    ``frames[:, t + 1]`` the frame it produced. Steps before an episode's start are padding:
+    zero frames, action 0, and ``mask[:, t] == False`` for every padded frame.
+    """
+
+    frames: torch.Tensor  # uint8 [B, L + 1, H, W, C]
+    actions: torch.Tensor  # int64 [B, L]
+    rewards: torch.Tensor  # float32 [B, L] (raw, unclipped)
+    terminated: torch.Tensor  # bool [B, L]
+    truncated: torch.Tensor  # bool [B, L]
+    mask: torch.Tensor  # bool [B, L + 1]: True where frames[:, t] is a real frame
+
+    def to(self, device: torch.device | str) -> Segments:
+        return Segments(**{k: v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
+
+    @property
+    def batch_size(self) -> int:
+        return self.frames.shape[0]
+
+
+@dataclass
+class StepResult:
+    """What ``WorldModel.step`` returns for a batch of B dreams."""
+
+    state: Any
+    next_frames: torch.Tensor  # uint8 [B, H, W, C]
+    reward: torch.Tensor  # float32 [B], in {-1, 0, +1}
+    terminated: torch.Tensor  # bool [B]
+
+    def __iter__(self):  # allows ``state, frames, reward, terminated = model.step(...)``
+        return iter((self.state, self.next_frames, self.reward, self.terminated))
+
+
+class WorldModel(nn.Module, abc.ABC):
+    """A learned, batched, steppable game.
+
+    Subclasses set ``family`` and take ``(config, obs_shape, num_actions)`` in ``__init__``;
+    ``config`` is a frozen dataclass that round-trips through JSON (``config_class(**json)``).
+    """
+
+    family: ClassVar[str]
+    config_class: ClassVar[type]
+
+    def __init__(self, config: Any, obs_shape: tuple[int, int, int], num_actions: int) -> None:
+        super().__init__()
+        self.config = config
+        self.obs_shape = tuple(int(x) for x in obs_shape)
+        self.num_actions = int(num_actions)
+
+    @property
+    @abc.abstractmethod
+    def context_frames(self) -> int:
+        """How many real frames a dream starts from."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @abc.abstractmethod
+    def init_state(self, frames: torch.Tensor, actions: torch.Tensor) -> Any:
+        """Encode real context ``frames`` uint8[B, K, H, W, C] and ``actions`` long[B, K-1]."""
+
+    @abc.abstractmethod
+    def step(
+        self,
+        state: Any,
+        actions: torch.Tensor,
+        generator: torch.Generator | None = None,
+        sample_heads: bool = False,
+    ) -> StepResult:
+        """Advance every dream by one step. ``sample_heads`` samples reward and termination
+        from their predicted distributions instead of taking the most likely class."""
+
+    @abc.abstractmethod
+    def reset_where(
+        self, state: Any, mask: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor
+    ) -> Any:
+        """Restart only the dreams where ``mask`` is True from new context ``frames[M, K]`` and
+        ``actions[M, K-1]`` (M = ``mask.sum()``); every other dream's state is left untouched."""
+
+    @abc.abstractmethod
+    def training_losses(self, batch: Segments) -> dict[str, torch.Tensor]:
+        """The family's losses on a batch of real segments. Key ``"loss"`` is what is minimised;
+        other keys are logged."""
+
+    def training_stages(self) -> list[str]:
+        """Names of consecutive training stages (e.g. tokenizer then transformer). The trainer
+        calls ``set_training_stage`` before each; single-stage families keep the default."""
+        return ["all"]
+
+    def set_training_stage(self, stage: str) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., H, W, C] -> float [..., C, H, W] in [-1, 1]."""
+    return frames.movedim(-1, -3).float().div(127.5).sub(1.0)
+
+
+def float_to_frames(x: torch.Tensor) -> torch.Tensor:
+    """float [..., C, H, W] in [-1, 1] -> uint8 [..., H, W, C]."""
+    return x.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).movedim(-3, -1)
