@@ -27,7 +27,7 @@ lint: setup
 	$(VENV)/bin/ruff check neuralenvs tests examples benchmarks
 
 demo: setup
-	$(PY) examples/demo.py
+	$(PY) examples/train_ppo_in_dream.py
 
 clean:
 	rm -rf $(VENV) runs/ demo_out/

@@ -6,10 +6,27 @@ games), ``neuralenvs/Dream-v0`` (any checkpoint, ``checkpoint=PATH``) and one
 """
 
 from neuralenvs.envs.atari import ATARI100K_GAMES, make_atari_env
-from neuralenvs.registry import list_envs, register_all
+from neuralenvs.registry import list_envs, load_world_model, register_all
 
 __version__ = "0.1.0"
 
 register_all()
 
-__all__ = ["ATARI100K_GAMES", "make_atari_env", "list_envs", "__version__"]
+
+def __getattr__(name: str):
+    # Checkpoint functions pull in torch: imported on first use, so `import neuralenvs` stays light.
+    if name in ("save_checkpoint", "load_checkpoint"):
+        from neuralenvs import checkpoint
+
+        return getattr(checkpoint, name)
+    raise AttributeError(f"module 'neuralenvs' has no attribute {name!r}")
+
+__all__ = [
+    "ATARI100K_GAMES",
+    "make_atari_env",
+    "list_envs",
+    "load_world_model",
+    "save_checkpoint",
+    "load_checkpoint",
+    "__version__",
+]

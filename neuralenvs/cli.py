@@ -34,6 +34,53 @@ def cmd_collect(args: argparse.Namespace) -> None:
     _write_json(summary, args.json)
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from neuralenvs.training import TrainConfig, train_world_model
+
+    model_config = args.config
+    if model_config.endswith(".json"):  # a full config, e.g. a named one with changes
+        model_config = json.loads(Path(model_config).read_text())
+    config = TrainConfig(
+        family=args.family, model_config=model_config, data=args.data, out=args.out,
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        held_out_episodes=args.held_out, save_every_seconds=args.save_every, precision=args.precision,
+        game=args.game,
+    )
+    path = train_world_model(config, device=args.device)
+    print(f"checkpoint written to {path}")
+
+
+def cmd_fidelity(args: argparse.Namespace) -> None:
+    from neuralenvs.bench.fidelity import measure_fidelity
+    from neuralenvs.checkpoint import build_world_model, load_checkpoint
+    from neuralenvs.data import EpisodeDataset
+
+    model = build_world_model(load_checkpoint(args.checkpoint), device=args.device)
+    dataset = EpisodeDataset(args.data)
+    _, held_out = dataset.split(args.held_out)
+    result = measure_fidelity(model, dataset, held_out, num_windows=args.windows, seed=args.seed, progress=True)
+    result["checkpoint"] = str(args.checkpoint)
+    result["data"] = str(args.data)
+    _write_json(result, args.json)
+
+
+def cmd_utility(args: argparse.Namespace) -> None:
+    from neuralenvs.bench.utility import measure_utility
+
+    result = measure_utility(
+        args.checkpoint, algo=args.algo, steps=args.steps, n_envs=args.n_envs, horizon=args.horizon,
+        frame_stack=args.frame_stack, episodes=args.episodes, seed=args.seed, device=args.device,
+    )
+    _write_json(result, args.json)
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    import neuralenvs
+
+    for env_id in neuralenvs.list_envs(args.kind):
+        print(env_id)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neuralenvs", description="Learned world models as Gymnasium environments."
@@ -53,6 +100,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--json", default=None, help="also write the summary to this JSON file")
     p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("train", help="train a world model on an episode dataset (resumable)")
+    p.add_argument("--family", required=True, help="world-model family, e.g. diffusion")
+    p.add_argument("--config", default="small", help="named model config (tiny, small, paper) or a config .json")
+    p.add_argument("--data", required=True, help="episode dataset folder (neuralenvs collect)")
+    p.add_argument("--out", required=True, help="run folder; re-running the command resumes it")
+    p.add_argument("--steps", type=int, required=True, help="optimizer steps per training stage")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--held-out", type=int, default=5, help="last episodes kept out for fidelity")
+    p.add_argument("--save-every", type=float, default=300.0, help="seconds between saved states")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--game", default=None, help="game name for the checkpoint (default: from the data)")
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when present)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("fidelity", help="PSNR/SSIM of the dream vs held-out real episodes")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--held-out", type=int, default=5, help="the last N episodes of --data are used")
+    p.add_argument("--windows", type=int, default=128, help="dream rollouts to score")
+    p.add_argument("--device", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None)
+    p.set_defaults(func=cmd_fidelity)
+
+    p = sub.add_parser("utility", help="train an SB3 agent in the dream, score it in the real game")
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder or gym id")
+    p.add_argument("--algo", default="ppo", help="ppo, a2c or dqn")
+    p.add_argument("--steps", type=int, required=True, help="dreamed agent steps")
+    p.add_argument("--n-envs", type=int, default=16)
+    p.add_argument("--horizon", type=int, default=15, help="dream length before a cut (DIAMOND: 15)")
+    p.add_argument("--frame-stack", type=int, default=4)
+    p.add_argument("--episodes", type=int, default=20, help="real test episodes")
+    p.add_argument("--device", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None)
+    p.set_defaults(func=cmd_utility)
+
+    p = sub.add_parser("list", help="list the registered gym ids")
+    p.add_argument("--kind", default=None, help="real, diffusion, ...")
+    p.set_defaults(func=cmd_list)
     return parser
 
 

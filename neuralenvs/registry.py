@@ -76,3 +76,56 @@ def list_envs(kind: str | None = None) -> list[str]:
     if kind is not None:
         ids = [i for i in ids if i.endswith(f"-{kind}-v0")]
     return ids
+
+
+def real_env_id(game: str) -> str:
+    from neuralenvs.envs.atari import check_game
+
+    return f"{NAMESPACE}/{check_game(game)}-real-v0"
+
+
+def resolve_checkpoint(env_id_or_path: str | os.PathLike) -> Path:
+    """A checkpoint folder from a gym id (``neuralenvs/Pong-diffusion-v0``) or a folder path."""
+    text = str(env_id_or_path)
+    shipped = shipped_checkpoints()
+    if text in shipped:
+        return shipped[text]
+    if Path(text).is_dir():
+        return Path(text)
+    known = ", ".join(sorted(shipped)) or "none found"
+    raise ValueError(
+        f"{text!r} is neither a checkpoint folder nor a shipped dream id (shipped: {known})"
+    )
+
+
+def load_world_model_and_starts(env_id_or_path, device=None):
+    """``(model, StartBank, config dict)`` of a checkpoint, the model on ``device``."""
+    from neuralenvs.checkpoint import build_world_model, load_checkpoint
+    from neuralenvs.envs.starts import StartBank
+
+    checkpoint = load_checkpoint(resolve_checkpoint(env_id_or_path))
+    model = build_world_model(checkpoint, device=device)
+    return model, StartBank(checkpoint.starts_frames, checkpoint.starts_actions), checkpoint.config
+
+
+def load_world_model(env_id_or_path, device=None):
+    """The trained ``WorldModel`` behind a dream id or checkpoint folder."""
+    return load_world_model_and_starts(env_id_or_path, device=device)[0]
+
+
+def make_dream_env(checkpoint: str, horizon: int = 1000, **kwargs):
+    """Entry point of the dream ids: one dream as a ``gymnasium.Env``."""
+    from neuralenvs.envs.dream import DreamEnv
+
+    device = kwargs.pop("device", None)
+    model, starts, _ = load_world_model_and_starts(checkpoint, device=device)
+    return DreamEnv(model, starts, horizon=horizon, device=device, **kwargs)
+
+
+def make_dream_vector_env(checkpoint: str, num_envs: int = 1, horizon: int = 1000, **kwargs):
+    """Vector entry point of the dream ids: ``num_envs`` dreams stepped in one forward pass."""
+    from neuralenvs.envs.dream import DreamVectorEnv
+
+    device = kwargs.pop("device", None)
+    model, starts, _ = load_world_model_and_starts(checkpoint, device=device)
+    return DreamVectorEnv(model, starts, num_envs=num_envs, horizon=horizon, device=device, **kwargs)

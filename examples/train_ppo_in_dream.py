@@ -1,0 +1,81 @@
+"""Train a PPO agent entirely inside a dreamed Atari game, then play the real game with it.
+
+    python examples/train_ppo_in_dream.py                 # the shipped Boxing dream, ~15 min on 2 CPU cores
+    python examples/train_ppo_in_dream.py --steps 2000000 # far more on a GPU
+
+Steps: (1) load the dream, (2) train PPO in it (dreams of 15 steps started from real game states,
+as DIAMOND trains its agent), (3) play 20 real games with the agent and with a random policy,
+(4) write a video of the dream and the real game side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import cv2
+import gymnasium as gym
+import numpy as np
+import torch
+
+import neuralenvs
+from neuralenvs.envs.atari import human_normalized_score
+from neuralenvs.sb3 import evaluate, evaluate_random, make_sb3_env, train_in_dream
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--env-id", default="neuralenvs/Boxing-diffusion-v0", help="a dreamed gym id")
+parser.add_argument("--steps", type=int, default=None, help="dreamed agent steps (default: by device)")
+parser.add_argument("--n-envs", type=int, default=16, help="dreams stepped together")
+parser.add_argument("--episodes", type=int, default=20, help="real test episodes")
+parser.add_argument("--out", default="demo_out")
+parser.add_argument("--seed", type=int, default=0)
+args = parser.parse_args()
+
+on_gpu = torch.cuda.is_available()
+steps = args.steps or (1_000_000 if on_gpu else 40_000)
+frame_stack, horizon = 4, 15
+game = args.env_id.split("/")[1].split("-")[0]
+real_id = f"neuralenvs/{game}-real-v0"
+out = Path(args.out)
+out.mkdir(parents=True, exist_ok=True)
+print(f"dream {args.env_id} on {'cuda' if on_gpu else 'cpu'}; real game {real_id}")
+
+# 1-2. Train PPO in the dream: n_envs dreams advance together in one batched forward pass.
+dream = make_sb3_env(args.env_id, n_envs=args.n_envs, horizon=horizon, frame_stack=frame_stack)
+t0 = time.perf_counter()
+agent = train_in_dream(
+    "ppo", dream, total_timesteps=steps, seed=args.seed, progress_bar=True,
+    algo_kwargs=dict(n_steps=64, batch_size=256, n_epochs=4, learning_rate=2.5e-4, ent_coef=0.01),
+)
+train_seconds = time.perf_counter() - t0
+agent.save(out / "ppo_in_dream.zip")
+
+# 3. The same agent, unchanged, in the real game; and a random policy for comparison.
+real_kwargs = {"frame_stack": frame_stack}
+trained = evaluate(agent, real_id, n_episodes=args.episodes, seed=args.seed, env_kwargs=real_kwargs)
+random = evaluate_random(real_id, n_episodes=args.episodes, seed=args.seed, env_kwargs=real_kwargs)
+print(f"\ntrained for {steps} dreamed steps in {train_seconds:.0f} s")
+print(f"{'policy':<22}{'real return (mean ± s.e.)':>28}{'HNS':>8}")
+for name, r in (("PPO trained in dream", trained), ("random", random)):
+    print(f"{name:<22}{r['mean']:>19.2f} ± {r['stderr']:<6.2f}{human_normalized_score(game, r['mean']):>8.3f}")
+
+# 4. A video: the dream (left) and the real game (right), the agent playing both.
+dream_env = gym.make(args.env_id, frame_stack=frame_stack, horizon=10_000)
+real_env = gym.make(real_id, frame_stack=frame_stack)
+dream_obs, _ = dream_env.reset(seed=args.seed)
+real_obs, _ = real_env.reset(seed=args.seed)
+video = cv2.VideoWriter(str(out / "dream_vs_real.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 15, (2 * 256, 256))
+for _ in range(300):
+    frames = [o[..., -3:] for o in (dream_obs, real_obs)]
+    side_by_side = np.concatenate([cv2.resize(f, (256, 256), interpolation=cv2.INTER_NEAREST) for f in frames], 1)
+    video.write(cv2.cvtColor(side_by_side, cv2.COLOR_RGB2BGR))
+    dream_obs, _, d_term, d_trunc, _ = dream_env.step(agent.predict(dream_obs)[0])
+    real_obs, _, r_term, r_trunc, _ = real_env.step(agent.predict(real_obs)[0])
+    if d_term or d_trunc:
+        dream_obs, _ = dream_env.reset()
+    if r_term or r_trunc:
+        real_obs, _ = real_env.reset()
+video.release()
+print(f"video of the dream (left) and the real game (right): {out / 'dream_vs_real.mp4'}")
+print(f"registered envs: {len(neuralenvs.list_envs())}")

@@ -1,0 +1,65 @@
+"""Utility: how well an agent trained only in a dream plays the real game.
+
+Train an SB3 agent on the dreamed environment (horizon-cut dreams started from real contexts, as
+DIAMOND trains its actor-critic), then play ``episodes`` full real games (test mode: game over, not
+life loss; the real, unclipped score) with it and with a uniform random policy.
+"""
+
+from __future__ import annotations
+
+import time
+
+from neuralenvs.envs.atari import human_normalized_score
+
+
+def measure_utility(
+    checkpoint: str,
+    algo: str = "ppo",
+    steps: int = 100_000,
+    n_envs: int = 16,
+    horizon: int = 15,
+    frame_stack: int = 4,
+    episodes: int = 20,
+    seed: int = 0,
+    device: str | None = None,
+    algo_kwargs: dict | None = None,
+    progress: bool = True,
+) -> dict:
+    from neuralenvs.registry import load_world_model_and_starts, real_env_id
+    from neuralenvs.sb3 import evaluate, evaluate_random, make_sb3_env, train_in_dream
+
+    from neuralenvs.envs.dream import DreamVectorEnv
+
+    model, starts, config = load_world_model_and_starts(checkpoint, device=device)
+    game = config.get("game")
+    if not game:
+        raise ValueError(f"{checkpoint} names no game, so there is no real game to evaluate on")
+    dream = DreamVectorEnv(model, starts, num_envs=n_envs, horizon=horizon, frame_stack=frame_stack)
+    t0 = time.perf_counter()
+    agent = train_in_dream(
+        algo, make_sb3_env(dream), total_timesteps=steps, seed=seed,
+        algo_kwargs=algo_kwargs, progress_bar=progress,
+    )
+    train_seconds = time.perf_counter() - t0
+    real_id = real_env_id(game)
+    t0 = time.perf_counter()
+    real_kwargs = {"frame_stack": frame_stack}
+    trained = evaluate(agent, real_id, n_episodes=episodes, seed=seed + 1000, env_kwargs=real_kwargs)
+    eval_seconds = time.perf_counter() - t0
+    random = evaluate_random(real_id, n_episodes=episodes, seed=seed + 1000, env_kwargs=real_kwargs)
+    return {
+        "checkpoint": str(checkpoint),
+        "game": game,
+        "algo": algo,
+        "dream_steps": steps,
+        "n_envs": n_envs,
+        "horizon": horizon,
+        "frame_stack": frame_stack,
+        "agent": trained,
+        "random": random,
+        "agent_hns": human_normalized_score(game, trained["mean"]),
+        "random_hns": human_normalized_score(game, random["mean"]),
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
+        "device": str(model.device),
+    }

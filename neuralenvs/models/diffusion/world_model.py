@@ -1,0 +1,212 @@
+"""DIAMOND-style world model: dream the next frame by denoising it, predict reward and termination
+with a recurrent classifier over the dreamed transitions.
+
+A dream's state is small and fixed-size: the last K frames (float, [-1, 1]), the K - 1 actions
+taken at the first K - 1 of them, and the reward/termination LSTM memory. One ``step`` runs the
+sampler (``num_denoising_steps`` U-Net calls) and one reward/termination call for the whole batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from neuralenvs.models.diffusion.config import DiffusionConfig
+from neuralenvs.models.diffusion.denoiser import Denoiser
+from neuralenvs.models.diffusion.sampler import sample_next_frame
+from neuralenvs.nn.reward_end import RewardEndModel, choose_classes, class_to_reward
+from neuralenvs.world_model import Segments, StepResult, WorldModel, float_to_frames, frames_to_float
+
+
+@dataclass
+class DiffusionState:
+    """The state of B dreams. Every tensor has the batch first and lives on the model's device."""
+
+    frames: torch.Tensor  # float [B, K, C, H, W] in [-1, 1], oldest first
+    actions: torch.Tensor  # long [B, K - 1]: actions[:, i] was taken at frames[:, i]
+    h: torch.Tensor  # [B, rew_lstm_dim]: reward/termination LSTM memory
+    c: torch.Tensor  # [B, rew_lstm_dim]
+
+    @property
+    def batch_size(self) -> int:
+        return self.frames.shape[0]
+
+
+class DiffusionWorldModel(WorldModel):
+    """Denoiser (EDM U-Net over the K past frames and actions) plus reward/termination model."""
+
+    family = "diffusion"
+    config_class = DiffusionConfig
+
+    def __init__(self, config: DiffusionConfig, obs_shape: tuple[int, int, int], num_actions: int) -> None:
+        super().__init__(config, obs_shape, num_actions)
+        h, w, c = self.obs_shape
+        self.denoiser = Denoiser(config, c, self.num_actions)
+        self.reward_end = RewardEndModel(
+            img_channels=c,
+            img_size=(h, w),
+            num_actions=self.num_actions,
+            channels=config.rew_channels,
+            depths=config.rew_depths,
+            cond_dim=config.rew_cond_dim,
+            lstm_dim=config.rew_lstm_dim,
+            mid_attention=config.rew_mid_attention,
+        )
+
+    @property
+    def context_frames(self) -> int:
+        return self.config.num_context_frames
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    # ---- input checks -------------------------------------------------------------------------
+
+    def _check_context(
+        self, frames: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        k = self.context_frames
+        if frames.dtype != torch.uint8:
+            raise TypeError(f"context frames must be uint8, got {frames.dtype}")
+        if frames.ndim != 5 or frames.shape[1] != k or tuple(frames.shape[2:]) != self.obs_shape:
+            raise ValueError(
+                f"context frames must have shape [B, {k}, {', '.join(map(str, self.obs_shape))}], "
+                f"got {list(frames.shape)}"
+            )
+        if actions.shape != (frames.shape[0], k - 1):
+            raise ValueError(f"context actions must have shape [B, {k - 1}], got {list(actions.shape)}")
+        return frames.to(self.device), self._check_actions(actions)
+
+    def _check_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        if actions.dtype.is_floating_point or actions.dtype == torch.bool:
+            raise TypeError(f"actions must be integers, got {actions.dtype}")
+        actions = actions.to(self.device, torch.long)
+        if actions.numel() and (actions.min() < 0 or actions.max() >= self.num_actions):
+            lo, hi = int(actions.min()), int(actions.max())
+            raise ValueError(f"actions must be in [0, {self.num_actions}), got values in [{lo}, {hi}]")
+        return actions
+
+    # ---- dreaming -----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def init_state(self, frames: torch.Tensor, actions: torch.Tensor) -> DiffusionState:
+        """Start dreams from real context: keep the frames and actions, and burn the
+        reward/termination memory in on the K - 1 context transitions."""
+        frames, actions = self._check_context(frames, actions)
+        x = frames_to_float(frames).to(self.dtype)
+        if self.context_frames > 1:
+            _, _, (h, c) = self.reward_end(x[:, :-1], actions, x[:, 1:])
+        else:
+            h, c = self.reward_end.initial_memory(x.shape[0], x.device, x.dtype)
+        return DiffusionState(frames=x, actions=actions, h=h, c=c)
+
+    @torch.no_grad()
+    def step(
+        self,
+        state: DiffusionState,
+        actions: torch.Tensor,
+        generator: torch.Generator | None = None,
+        sample_heads: bool = False,
+    ) -> StepResult:
+        """Denoise the next frame of every dream, then classify reward and termination.
+
+        Randomness (the sampler's starting noise, then the head samples when ``sample_heads``) is
+        drawn from ``generator`` in a fixed order, so the same seed gives the same dream.
+        """
+        if actions.shape != (state.batch_size,):
+            raise ValueError(
+                f"step needs one action per dream: shape [{state.batch_size}], got {list(actions.shape)}"
+            )
+        actions = self._check_actions(actions)
+        cfg = self.config
+        ctx_actions = torch.cat([state.actions, actions[:, None]], dim=1)  # taken at the K context frames
+        next_x = sample_next_frame(
+            self.denoiser,
+            state.frames,
+            ctx_actions,
+            num_steps=cfg.num_denoising_steps,
+            method=cfg.sampler,
+            sigma_min=cfg.sample_sigma_min,
+            sigma_max=cfg.sample_sigma_max,
+            rho=cfg.rho,
+            generator=generator,
+        )
+        rew_logits, end_logits, (h, c) = self.reward_end.step(
+            state.frames[:, -1], actions, next_x, (state.h, state.c)
+        )
+        reward = class_to_reward(choose_classes(rew_logits, sample_heads, generator))
+        terminated = choose_classes(end_logits, sample_heads, generator).bool()
+        new_state = DiffusionState(
+            frames=torch.cat([state.frames[:, 1:], next_x[:, None]], dim=1),
+            actions=ctx_actions[:, 1:],
+            h=h,
+            c=c,
+        )
+        return StepResult(new_state, float_to_frames(next_x), reward, terminated)
+
+    @torch.no_grad()
+    def reset_where(
+        self, state: DiffusionState, mask: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor
+    ) -> DiffusionState:
+        """Restart the masked dreams from new context; the others' tensors are copied, not
+        recomputed (and the given ``state`` is not modified)."""
+        mask = mask.to(self.device, torch.bool)
+        if mask.shape != (state.batch_size,):
+            raise ValueError(f"mask must have shape [{state.batch_size}], got {list(mask.shape)}")
+        n = int(mask.sum())
+        if frames.shape[0] != n or actions.shape[0] != n:
+            raise ValueError(
+                f"mask selects {n} dreams but got context for {frames.shape[0]} / {actions.shape[0]}"
+            )
+        if n == 0:
+            return state
+        fresh = self.init_state(frames, actions)
+        new = {}
+        for f in fields(DiffusionState):
+            t = getattr(state, f.name).clone()
+            t[mask] = getattr(fresh, f.name).to(t.dtype)
+            new[f.name] = t
+        return DiffusionState(**new)
+
+    # ---- training -----------------------------------------------------------------------------
+
+    def training_losses(self, batch: Segments) -> dict[str, torch.Tensor]:
+        """Denoising loss on ``config.denoising_targets`` frames per segment plus the
+        reward/termination losses over the whole segment.
+
+        Needs segments of at least K transitions (``config.segment_length``). Denoising targets are
+        drawn at random among positions ``t >= K`` whose frame is real; each is predicted from frames
+        ``t-K .. t-1`` (zeros where before the episode start) and the actions taken at them. The
+        reward/termination model runs its LSTM from zero memory over every transition of the segment
+        and is scored where both frames are real.
+        """
+        k = self.context_frames
+        b, seq_len = batch.actions.shape
+        if seq_len < k:
+            raise ValueError(f"segments need at least {k} transitions (config.segment_length), got {seq_len}")
+        device = batch.frames.device
+        frames = frames_to_float(batch.frames).to(self.dtype)  # [B, L+1, C, H, W]
+        actions = batch.actions.long()
+
+        # pick targets: real frames first (mask + U(0,1) scores), then at random
+        n = min(self.config.denoising_targets, seq_len - k + 1)
+        real = batch.mask[:, k:]
+        scores = real.float() + torch.rand(real.shape, device=device)
+        pos = scores.topk(n, dim=1).indices + k  # [B, n]
+        rows = torch.arange(b, device=device)[:, None]
+        ctx_pos = pos[..., None] + torch.arange(-k, 0, device=device)  # [B, n, K]
+        denoising = self.denoiser.loss(
+            context=frames[rows[..., None], ctx_pos].flatten(0, 1),
+            actions=actions[rows[..., None], ctx_pos].flatten(0, 1),
+            target=frames[rows, pos].flatten(0, 1),
+            weight=batch.mask[rows, pos].flatten(),
+        )
+        rew_end = self.reward_end.losses(frames, actions, batch.rewards, batch.terminated, batch.mask)
+        loss = denoising + self.config.rew_loss_weight * (rew_end["reward"] + rew_end["termination"])
+        return {
+            "loss": loss,
+            "denoising": denoising.detach(),
+            **{name: v.detach() for name, v in rew_end.items()},
+        }

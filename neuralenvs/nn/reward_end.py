@@ -1,0 +1,169 @@
+"""DIAMOND's reward and termination model, usable by any family that dreams in pixel space.
+
+Rewards and episode ends depend on what changed between two frames and on the action that changed
+it, and sometimes on more history than two frames show (a life counter, a timer), so the model
+encodes each transition ``(frame_t, action_t, frame_{t+1})`` with a CNN conditioned on the action,
+runs an LSTM over the transitions, and predicts from its output two classifications:
+
+- reward sign: 3 classes, index ``sign(r) + 1`` (so classes mean -1, 0, +1);
+- termination: 2 classes (not ended, ended).
+
+Frames are float ``[..., C, H, W]`` in ``[-1, 1]`` (see ``neuralenvs.world_model.frames_to_float``).
+The LSTM memory is an explicit ``(h, c)`` pair of ``[B, lstm_dim]`` tensors so that a batch of dreams
+can carry it in its state and restart some of them without touching the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neuralenvs.nn.blocks import ConditionedEncoder, downsampled_size
+
+Memory = tuple[torch.Tensor, torch.Tensor]  # (h, c), each [B, lstm_dim]
+
+NUM_REWARD_CLASSES = 3
+NUM_END_CLASSES = 2
+
+
+def reward_to_class(rewards: torch.Tensor) -> torch.Tensor:
+    """Raw rewards -> sign classes {0, 1, 2} (for -1, 0, +1)."""
+    return rewards.sign().long() + 1
+
+
+def class_to_reward(classes: torch.Tensor) -> torch.Tensor:
+    """Sign classes {0, 1, 2} -> float rewards {-1, 0, +1}."""
+    return classes.float() - 1.0
+
+
+def choose_classes(
+    logits: torch.Tensor, sample: bool, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """The most likely class of each row of ``logits[B, K]``, or one sampled from its softmax.
+
+    Sampling happens on the generator's device (a CPU generator may drive a CUDA model), so the
+    same seed gives the same classes wherever the model runs.
+    """
+    if not sample:
+        return logits.argmax(dim=-1)
+    probs = logits.float().softmax(dim=-1)
+    if generator is not None:
+        probs = probs.to(generator.device)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).to(logits.device)
+
+
+class RewardEndModel(nn.Module):
+    """CNN over (frame, next frame) conditioned on the action, an LSTM over time, and two heads.
+
+    Sizes default to DIAMOND's published ones (32-channel encoder with 4 levels of 2 blocks,
+    128-dim action conditioning, 512-unit LSTM).
+    """
+
+    def __init__(
+        self,
+        img_channels: int,
+        img_size: tuple[int, int],
+        num_actions: int,
+        channels: Sequence[int] = (32, 32, 32, 32),
+        depths: Sequence[int] = (2, 2, 2, 2),
+        cond_dim: int = 128,
+        lstm_dim: int = 512,
+        mid_attention: bool = True,
+    ) -> None:
+        super().__init__()
+        self.lstm_dim = lstm_dim
+        self.action_emb = nn.Embedding(num_actions, cond_dim)
+        self.encoder = ConditionedEncoder(2 * img_channels, cond_dim, channels, depths, mid_attention)
+        h, w = (downsampled_size(s, len(channels) - 1) for s in img_size)
+        self.lstm = nn.LSTM(channels[-1] * h * w, lstm_dim, batch_first=True)
+        self.trunk = nn.Sequential(nn.Linear(lstm_dim, lstm_dim), nn.SiLU())
+        self.reward_head = nn.Linear(lstm_dim, NUM_REWARD_CLASSES)
+        self.end_head = nn.Linear(lstm_dim, NUM_END_CLASSES)
+        self._init_lstm()
+
+    def _init_lstm(self) -> None:
+        """Xavier input weights, orthogonal recurrent weights, forget-gate bias 1: the usual recipe
+        that lets gradients through long sequences from the first update."""
+        for name, p in self.lstm.named_parameters():
+            if name.startswith("weight_ih"):
+                nn.init.xavier_uniform_(p)
+            elif name.startswith("weight_hh"):
+                nn.init.orthogonal_(p)
+            elif name.startswith("bias"):
+                nn.init.zeros_(p)
+                if name.startswith("bias_ih"):
+                    p.data[self.lstm_dim : 2 * self.lstm_dim].fill_(1.0)  # gates are (i, f, g, o)
+
+    def initial_memory(
+        self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> Memory:
+        """Zero ``(h, c)``: the memory at the start of a sequence."""
+        p = self.reward_head.weight
+        z = torch.zeros(batch_size, self.lstm_dim, device=device or p.device, dtype=dtype or p.dtype)
+        return z, z.clone()
+
+    def forward(
+        self,
+        frames: torch.Tensor,
+        actions: torch.Tensor,
+        next_frames: torch.Tensor,
+        memory: Memory | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, Memory]:
+        """Logits over a sequence of T transitions.
+
+        ``frames``, ``next_frames``: float [B, T, C, H, W]; ``actions``: long [B, T]; ``memory``: the
+        ``(h, c)`` before the first transition (zeros when None). Returns reward logits [B, T, 3],
+        termination logits [B, T, 2] and the memory after the last transition.
+        """
+        b, t = actions.shape
+        pairs = torch.cat([frames, next_frames], dim=2).flatten(0, 1)
+        pairs = pairs.contiguous(memory_format=torch.channels_last)  # faster convolutions
+        x = self.encoder(pairs, self.action_emb(actions.flatten())).reshape(b, t, -1)
+        if memory is None:
+            memory = self.initial_memory(b, x.device, x.dtype)
+        x, (h, c) = self.lstm(x, (memory[0][None], memory[1][None]))
+        x = self.trunk(x)
+        return self.reward_head(x), self.end_head(x), (h[0], c[0])
+
+    def step(
+        self, frame: torch.Tensor, action: torch.Tensor, next_frame: torch.Tensor, memory: Memory
+    ) -> tuple[torch.Tensor, torch.Tensor, Memory]:
+        """One transition per row (``frame``, ``next_frame``: [B, C, H, W]; ``action``: [B]):
+        reward logits [B, 3], termination logits [B, 2], and the new memory."""
+        rew, end, memory = self(frame[:, None], action[:, None], next_frame[:, None], memory)
+        return rew[:, 0], end[:, 0], memory
+
+    def losses(
+        self,
+        frames: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        terminated: torch.Tensor,
+        mask: torch.Tensor,
+        burn_in: int = 0,
+    ) -> dict[str, torch.Tensor]:
+        """Cross-entropy losses over segments, the LSTM starting from zero memory.
+
+        ``frames``: float [B, T + 1, C, H, W]; ``actions``, ``rewards`` (raw), ``terminated``: [B, T];
+        ``mask``: bool [B, T + 1], True on real frames. A transition counts only when both of its
+        frames are real and it comes after the first ``burn_in`` transitions (which only warm the
+        memory up). Returns ``{"reward", "termination"}``, each a mean over the counted transitions
+        (zero when none count).
+        """
+        rew_logits, end_logits, _ = self(frames[:, :-1], actions, frames[:, 1:])
+        valid = mask[:, :-1] & mask[:, 1:]
+        if burn_in > 0:
+            valid = valid.clone()
+            valid[:, :burn_in] = False
+        count = valid.sum().clamp(min=1)
+        rew_loss = F.cross_entropy(
+            rew_logits.flatten(0, 1).float(), reward_to_class(rewards).flatten(), reduction="none"
+        )
+        end_loss = F.cross_entropy(
+            end_logits.flatten(0, 1).float(), terminated.long().flatten(), reduction="none"
+        )
+        w = valid.flatten().float()
+        return {"reward": (rew_loss * w).sum() / count, "termination": (end_loss * w).sum() / count}

@@ -1,0 +1,350 @@
+"""The diffusion (DIAMOND-style) world model: interface, EDM maths, sampler, reward head, training."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from neuralenvs.models import build_model
+from neuralenvs.models.diffusion import DiffusionConfig, DiffusionState, DiffusionWorldModel
+from neuralenvs.models.diffusion.denoiser import edm_preconditioning
+from neuralenvs.models.diffusion.sampler import karras_sigmas, sample_next_frame
+from neuralenvs.nn.blocks import UNet
+from neuralenvs.nn.reward_end import RewardEndModel, choose_classes, class_to_reward, reward_to_class
+from neuralenvs.world_model import Segments, frames_to_float
+
+OBS = (16, 16, 3)
+
+
+def make_model(obs_shape=OBS, num_actions: int = 4, seed: int = 0, **overrides) -> DiffusionWorldModel:
+    torch.manual_seed(seed)
+    cfg = dataclasses.replace(DiffusionConfig.named("tiny"), **overrides)
+    return DiffusionWorldModel(cfg, obs_shape, num_actions)
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter random values: a fresh model zero-initialises its output layers, so it
+    would ignore its context and make context-dependence tests pass vacuously."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model
+
+
+def context(b: int, model: DiffusionWorldModel, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    k = model.context_frames
+    frames = torch.randint(0, 256, (b, k, *model.obs_shape), generator=g, dtype=torch.uint8)
+    actions = torch.randint(0, model.num_actions, (b, k - 1), generator=g)
+    return frames, actions
+
+
+def segments(b: int, model: DiffusionWorldModel, seed: int = 0, pad: int = 0) -> Segments:
+    """Random segments with ``pad`` padded frames before the episode start; sparse rewards/ends."""
+    g = torch.Generator().manual_seed(seed)
+    seq = model.config.segment_length
+    frames = torch.randint(0, 256, (b, seq + 1, *model.obs_shape), generator=g, dtype=torch.uint8)
+    mask = torch.ones(b, seq + 1, dtype=torch.bool)
+    mask[:, :pad] = False
+    frames[:, :pad] = 0
+    actions = torch.randint(0, model.num_actions, (b, seq), generator=g)
+    actions[:, :pad] = 0
+    rewards = torch.randint(-1, 2, (b, seq), generator=g).float() * 3.0  # raw, unclipped
+    terminated = torch.rand(b, seq, generator=g) < 0.3
+    return Segments(frames, actions, rewards, terminated, torch.zeros_like(terminated), mask)
+
+
+# ---- config ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "paper"])
+def test_config_json_round_trip(name):
+    cfg = DiffusionConfig.named(name)
+    again = DiffusionConfig(**json.loads(json.dumps(dataclasses.asdict(cfg))))
+    assert again == cfg
+    assert isinstance(again.channels, tuple)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="unknown diffusion config"):
+        DiffusionConfig.named("huge")
+    with pytest.raises(ValueError, match="sampler"):
+        DiffusionConfig(sampler="ddim")
+    with pytest.raises(ValueError, match="segment_length"):
+        DiffusionConfig(num_context_frames=4, segment_length=3)
+
+
+def test_paper_sizes_match_diamond():
+    model = build_model("diffusion", "paper", (64, 64, 3), 18)
+    denoiser = sum(p.numel() for p in model.denoiser.parameters())
+    assert 3.5e6 < denoiser < 5.5e6  # DIAMOND's Atari denoiser has about 4.4M parameters
+    assert model.context_frames == 4 and model.config.num_denoising_steps == 3
+
+
+def test_small_checkpoint_fits_in_half_precision_budget():
+    model = build_model("diffusion", "small", (64, 64, 3), 18)
+    assert sum(p.numel() for p in model.parameters()) * 2 < 20e6  # bytes at fp16, under 25 MB
+
+
+# ---- EDM maths and sampler ------------------------------------------------------------------------
+
+
+def test_edm_preconditioning_at_sigma_data():
+    sd = 0.5
+    pc = edm_preconditioning(torch.tensor([sd]), sd)
+    assert pc.c_skip.item() == pytest.approx(0.5)
+    assert pc.c_out.item() == pytest.approx(sd / math.sqrt(2))
+    assert pc.c_in.item() == pytest.approx(1 / (sd * math.sqrt(2)))
+    assert pc.c_noise.item() == pytest.approx(math.log(sd) / 4)
+    # the unit-variance property behind the scalings: c_skip^2 sd^2 + c_out^2 = ... = sd^2 at any sigma
+    sigma = torch.tensor([0.01, 0.3, 2.0, 20.0])
+    pc = edm_preconditioning(sigma, sd)
+    torch.testing.assert_close(pc.c_in**2 * (sd**2 + sigma**2), torch.ones(4))
+    torch.testing.assert_close((1 - pc.c_skip) ** 2 * sd**2 + pc.c_skip**2 * sigma**2, pc.c_out**2)
+
+
+def test_denoiser_offset_noise_enters_preconditioning():
+    model = make_model()
+    pc = model.denoiser.preconditioning(torch.tensor([0.4]))
+    total = math.sqrt(0.4**2 + model.config.sigma_offset_noise**2)
+    assert pc.c_skip.item() == pytest.approx(0.25 / (total**2 + 0.25))
+
+
+def test_karras_sigmas():
+    s = karras_sigmas(3, 2e-3, 5.0, 7.0)
+    assert len(s) == 4 and s[-1] == 0.0
+    assert s[0] == pytest.approx(5.0) and s[2] == pytest.approx(2e-3)
+    assert all(a > b for a, b in zip(s, s[1:], strict=False))
+    assert karras_sigmas(1, 2e-3, 5.0, 7.0) == [5.0, 0.0]
+
+
+class OracleDenoiser:
+    """Always 'knows' the clean frame: any correct ODE sampler must then land exactly on it."""
+
+    def __init__(self, clean: torch.Tensor) -> None:
+        self.clean = clean
+        self.calls = 0
+
+    def denoise(self, noisy, sigma, context, actions):
+        self.calls += 1
+        return self.clean.expand_as(noisy)
+
+
+@pytest.mark.parametrize("method, steps, calls", [("euler", 3, 3), ("heun", 3, 5), ("euler", 1, 1)])
+def test_sampler_reaches_the_denoised_frame(method, steps, calls):
+    clean = torch.rand(1, 3, 8, 8) * 2 - 1
+    oracle = OracleDenoiser(clean)
+    ctx, act = torch.zeros(2, 4, 3, 8, 8), torch.zeros(2, 4, dtype=torch.long)
+    gen = torch.Generator().manual_seed(0)
+    out = sample_next_frame(oracle, ctx, act, num_steps=steps, method=method, generator=gen)
+    torch.testing.assert_close(out, clean.expand(2, -1, -1, -1))
+    assert oracle.calls == calls
+
+
+# ---- the WorldModel interface ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "obs_shape, num_actions", [((32, 32, 3), 4), ((16, 16, 3), 18), ((64, 64, 3), 18), ((21, 30, 1), 6)]
+)
+def test_dream_shapes_and_dtypes(obs_shape, num_actions):
+    model = make_model(obs_shape, num_actions)
+    b, k = 3, model.context_frames
+    state = model.init_state(*context(b, model))
+    assert isinstance(state, DiffusionState)
+    h, w, c = obs_shape
+    assert state.frames.shape == (b, k, c, h, w) and state.frames.dtype == torch.float32
+    assert state.actions.shape == (b, k - 1) and state.h.shape == (b, model.config.rew_lstm_dim)
+    actions = torch.tensor([0, num_actions - 1, 1])
+    for sample_heads in (False, True):
+        state, frames, reward, terminated = model.step(
+            state, actions, torch.Generator().manual_seed(0), sample_heads=sample_heads
+        )
+        assert frames.shape == (b, *obs_shape) and frames.dtype == torch.uint8
+        assert reward.shape == (b,) and reward.dtype == torch.float32
+        assert set(reward.tolist()) <= {-1.0, 0.0, 1.0}
+        assert terminated.shape == (b,) and terminated.dtype == torch.bool
+    assert state.actions[:, -1].tolist() == actions.tolist()
+
+
+def test_same_seed_same_dream():
+    model = randomize(make_model())
+    start = model.init_state(*context(4, model))
+    actions = torch.tensor([0, 1, 2, 3])
+
+    def dream(seed: int) -> list[torch.Tensor]:
+        gen, state, out = torch.Generator().manual_seed(seed), start, []
+        for _ in range(3):
+            state, frames, reward, terminated = model.step(state, actions, gen, sample_heads=True)
+            out += [frames, reward, terminated]
+        return out
+
+    first, again, other = dream(7), dream(7), dream(8)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not torch.equal(first[0], other[0])
+
+
+def test_step_follows_context_and_actions():
+    model = randomize(make_model())
+    frames, actions = context(2, model)
+    state = model.init_state(frames, actions)
+    a = model.step(state, torch.tensor([0, 0]), torch.Generator().manual_seed(0)).next_frames
+    b = model.step(state, torch.tensor([3, 0]), torch.Generator().manual_seed(0)).next_frames
+    assert not torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    # the buffers shift: the dreamed frame becomes the newest context frame
+    new = model.step(state, torch.tensor([0, 0]), torch.Generator().manual_seed(0)).state
+    torch.testing.assert_close(new.frames[:, -1], frames_to_float(a))
+    torch.testing.assert_close(new.frames[:, :-1], state.frames[:, 1:])
+
+
+def test_reset_where_restarts_only_masked_dreams():
+    model = randomize(make_model())
+    state = model.init_state(*context(3, model, seed=0))
+    state = model.step(state, torch.tensor([1, 2, 3]), torch.Generator().manual_seed(1)).state
+    before = {f.name: getattr(state, f.name).clone() for f in dataclasses.fields(state)}
+    mask = torch.tensor([False, True, False])
+    new_frames, new_actions = context(1, model, seed=5)
+    reset = model.reset_where(state, mask, new_frames, new_actions)
+
+    for name, old in before.items():  # the given state is not modified ...
+        assert torch.equal(getattr(state, name), old)
+        assert torch.equal(getattr(reset, name)[~mask], old[~mask])  # ... nor are unmasked rows
+    fresh = model.init_state(new_frames, new_actions)
+    torch.testing.assert_close(reset.frames[mask], fresh.frames)
+    torch.testing.assert_close(reset.h[mask], fresh.h)
+
+    # same noise for the whole batch: unmasked dreams continue exactly as without the reset
+    act = torch.tensor([0, 1, 2])
+    plain = model.step(state, act, torch.Generator().manual_seed(3), sample_heads=True)
+    after = model.step(reset, act, torch.Generator().manual_seed(3), sample_heads=True)
+    keep = ~mask
+    assert torch.equal(plain.next_frames[keep], after.next_frames[keep])
+    assert torch.equal(plain.reward[keep], after.reward[keep])
+    assert torch.equal(plain.terminated[keep], after.terminated[keep])
+    assert not torch.equal(plain.next_frames[mask], after.next_frames[mask])
+
+    nothing = model.reset_where(state, torch.zeros(3, dtype=torch.bool), new_frames[:0], new_actions[:0])
+    assert torch.equal(nothing.frames, state.frames)
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = make_model()
+    frames, actions = context(2, model)
+    with pytest.raises(ValueError, match="shape"):
+        model.init_state(frames[:, 1:], actions)
+    with pytest.raises(TypeError, match="uint8"):
+        model.init_state(frames.float(), actions)
+    state = model.init_state(frames, actions)
+    with pytest.raises(ValueError, match="one action per dream"):
+        model.step(state, torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        model.step(state, torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match="selects 1 dreams"):
+        model.reset_where(state, torch.tensor([True, False]), frames, actions)
+
+
+# ---- training -------------------------------------------------------------------------------------
+
+
+def test_training_losses_are_finite_with_padding():
+    model = make_model()
+    k = model.context_frames
+    for pad in (0, k, model.config.segment_length + 1):  # none, context only, the whole segment
+        losses = model.training_losses(segments(4, model, pad=pad))
+        assert set(losses) == {"loss", "denoising", "reward", "termination"}
+        assert all(torch.isfinite(v) for v in losses.values())
+        losses["loss"].backward()
+
+
+def test_training_losses_decrease():
+    model = make_model()
+    batch = segments(4, model, seed=3, pad=1)
+    batch.frames[:, 2:] = batch.frames[:, 1:2]  # static scenes: learnable by copying the context
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+
+    def evaluate() -> dict[str, float]:
+        torch.manual_seed(123)  # the same noise levels and noise both times
+        with torch.no_grad():
+            return {k: v.item() for k, v in model.training_losses(batch).items()}
+
+    start = evaluate()
+    for _ in range(30):
+        opt.zero_grad()
+        model.training_losses(batch)["loss"].backward()
+        opt.step()
+    end = evaluate()
+    for key in ("denoising", "reward", "termination"):
+        assert end[key] < 0.8 * start[key], (key, start[key], end[key])
+
+
+# ---- reward / termination model -------------------------------------------------------------------
+
+
+def test_reward_classes():
+    assert reward_to_class(torch.tensor([-7.0, -1.0, 0.0, 0.5, 20.0])).tolist() == [0, 0, 1, 2, 2]
+    assert class_to_reward(torch.tensor([0, 1, 2])).tolist() == [-1.0, 0.0, 1.0]
+    logits = torch.tensor([[0.0, 5.0, 0.0], [9.0, 0.0, 0.0]])
+    assert choose_classes(logits, sample=False).tolist() == [1, 0]
+    a = choose_classes(logits, True, torch.Generator().manual_seed(0))
+    b = choose_classes(logits, True, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+
+
+def test_reward_model_stepwise_equals_sequence():
+    torch.manual_seed(0)
+    model = RewardEndModel(3, (12, 10), 5, channels=(4, 8), depths=(1, 1), cond_dim=8, lstm_dim=6)
+    frames = torch.rand(2, 5, 3, 12, 10) * 2 - 1
+    actions = torch.randint(0, 5, (2, 4))
+    rew, end, (h, c) = model(frames[:, :-1], actions, frames[:, 1:])
+    memory = model.initial_memory(2)
+    for t in range(4):
+        r, e, memory = model.step(frames[:, t], actions[:, t], frames[:, t + 1], memory)
+        torch.testing.assert_close(r, rew[:, t])
+        torch.testing.assert_close(e, end[:, t])
+    torch.testing.assert_close(memory[0], h)
+    torch.testing.assert_close(memory[1], c)
+
+
+def test_reward_losses_ignore_padding():
+    torch.manual_seed(0)
+    model = RewardEndModel(3, (8, 8), 3, channels=(4,), depths=(1,), cond_dim=8, lstm_dim=6)
+    frames = torch.rand(2, 5, 3, 8, 8) * 2 - 1
+    actions = torch.randint(0, 3, (2, 4))
+    rewards, terminated = torch.zeros(2, 4), torch.zeros(2, 4, dtype=torch.bool)
+    mask = torch.tensor([[False, False, True, True, True]] * 2)
+    base = model.losses(frames, actions, rewards, terminated, mask)
+    rewards[:, :2], terminated[:, :2] = 5.0, True  # targets of transitions that touch padding
+    same = model.losses(frames, actions, rewards, terminated, mask)
+    torch.testing.assert_close(base, same)
+    rewards[:, 3] = -1.0
+    assert model.losses(frames, actions, rewards, terminated, mask)["reward"] != base["reward"]
+
+
+def test_init_state_burns_in_reward_memory():
+    model = randomize(make_model(num_context_frames=3, segment_length=4))
+    frames, actions = context(2, model)
+    state = model.init_state(frames, actions)
+    x = frames_to_float(frames)
+    _, _, (h, c) = model.reward_end(x[:, :-1], actions, x[:, 1:])
+    torch.testing.assert_close(state.h, h)
+    torch.testing.assert_close(state.c, c)
+
+
+def test_unet_handles_any_size():
+    net = UNet(cond_dim=8, channels=(4, 8, 8), depths=(1, 1, 1), attention=(False, True, False))
+    for hw in ((16, 16), (13, 7)):
+        x = torch.randn(2, 4, *hw)
+        assert net(x, torch.randn(2, 8)).shape == x.shape
+
+
+def test_heun_and_patch_configs_dream():
+    for overrides in ({"sampler": "heun"}, {"patch_size": 2}):
+        model = make_model((15, 17, 3), **overrides)
+        state = model.init_state(*context(2, model))
+        assert model.step(state, torch.tensor([0, 1])).next_frames.shape == (2, 15, 17, 3)
+        assert torch.isfinite(model.training_losses(segments(2, model))["loss"])
