@@ -60,6 +60,7 @@ import torch
 
 from neuralenvs.errors import CheckpointError
 from neuralenvs.models import FAMILIES, model_class
+from neuralenvs.utils.device import describe_hardware, resolve_device
 from neuralenvs.utils.io import fsync_dir, temp_sibling, write_file_durably
 from neuralenvs.world_model import WorldModel
 
@@ -204,34 +205,6 @@ def config_digest(config: Mapping[str, Any]) -> str:
     sealed = {key: config.get(key) for key in SEALED_FIELDS}
     text = json.dumps(sealed, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return _SHA_PREFIX + hashlib.sha256(text.encode("ascii")).hexdigest()
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> the first CUDA GPU if there is one, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def describe_hardware() -> str:
-    """One line naming this machine's CPU and GPUs, for ``provenance["hardware"]``."""
-    cpu = _cpu_name() or platform.processor() or platform.machine() or "unknown CPU"
-    parts = [f"{os.cpu_count() or '?'} x {cpu}"]
-    if torch.cuda.is_available():
-        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        parts.append("GPU: " + ", ".join(names))
-    return "; ".join(parts)
-
-
-def _cpu_name() -> str | None:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 def _package_version() -> str:

@@ -58,6 +58,7 @@ def register_all() -> None:
             DREAM_ID,
             entry_point="neuralenvs.registry:make_dream_env",
             vector_entry_point="neuralenvs.registry:make_dream_vector_env",
+            nondeterministic=True,
         )
     for env_id, folder in shipped_checkpoints().items():
         if env_id not in registry:
@@ -66,6 +67,7 @@ def register_all() -> None:
                 entry_point="neuralenvs.registry:make_dream_env",
                 vector_entry_point="neuralenvs.registry:make_dream_vector_env",
                 kwargs={"checkpoint": str(folder)},
+                nondeterministic=True,
             )
 
 

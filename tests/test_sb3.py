@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pytest
 from conftest import FAMILY_FACTORIES
+from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
@@ -17,6 +19,8 @@ from neuralenvs.envs.dream import DreamEnv, DreamVectorEnv
 from neuralenvs.envs.starts import StartBank
 from neuralenvs.sb3 import DreamSB3VecEnv, evaluate, evaluate_random, make_sb3_env, train_in_dream
 from neuralenvs.world_model import WorldModel
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 DREAM_ID = "neuralenvs-test/ToyDream-v0"
 REAL_ID = "neuralenvs-test/Toy-real-v0"  # a stand-in for a real game: any gymnasium.Env id works
@@ -38,9 +42,7 @@ def _make_toy_game(**kwargs: Any) -> DreamEnv:
 
 
 if DREAM_ID not in gym.registry:
-    gym.register(
-        DREAM_ID, entry_point=_make_toy_game, vector_entry_point=_make_toy_dream, nondeterministic=True
-    )
+    gym.register(DREAM_ID, entry_point=_make_toy_game, vector_entry_point=_make_toy_dream, nondeterministic=True)
 if REAL_ID not in gym.registry:
     gym.register(REAL_ID, entry_point=_make_toy_game)
 
@@ -59,9 +61,7 @@ ALGO_CASES = [
 ]
 
 
-def test_adapter_reports_terminal_observations_and_time_limits(
-    probe: ProbeModel, start_bank: StartBank
-) -> None:
+def test_adapter_reports_terminal_observations_and_time_limits(probe: ProbeModel, start_bank: StartBank) -> None:
     c = probe.obs_shape[2]
     venv = DreamVectorEnv(probe, start_bank, 3, horizon=3, frame_stack=2)
     vec = make_sb3_env(venv)
@@ -117,14 +117,21 @@ def test_adapter_vec_env_api(world_model: WorldModel, start_bank: StartBank) -> 
 @pytest.mark.parametrize(("algo", "family"), ALGO_CASES)
 def test_algorithms_train_in_the_dream(algo: str, family: str) -> None:
     model = FAMILY_FACTORIES[family]()
-    venv = DreamVectorEnv(
-        model, _toy_bank(model), 4, horizon=15, frame_stack=2, sample_heads=True, device="cpu"
-    )
+    venv = DreamVectorEnv(model, _toy_bank(model), 4, horizon=15, frame_stack=2, sample_heads=True, device="cpu")
     agent = train_in_dream(algo, venv, 256, seed=0, algo_kwargs={**ALGO_KWARGS[algo], "device": "cpu"})
     assert isinstance(agent, BaseAlgorithm) and agent.num_timesteps >= 256
     # the policy acts on a single observation of the same layout, as it would in the real game
     action, _ = agent.predict(venv.single_observation_space.sample(), deterministic=True)
     assert 0 <= int(action) < model.num_actions
+
+
+def test_registered_dream_passes_check_env_with_its_spec() -> None:
+    env = gym.make(DREAM_ID, horizon=6)
+    assert env.spec is not None and env.spec.nondeterministic
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gym_check_env(env.unwrapped)  # with a spec it also makes the env in each render mode
+    env.close()
 
 
 def test_make_sb3_env_from_ids() -> None:

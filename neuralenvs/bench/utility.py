@@ -25,16 +25,17 @@ def measure_utility(
     algo_kwargs: dict | None = None,
     progress: bool = True,
 ) -> dict:
+    from neuralenvs.envs.dream import DreamVectorEnv
     from neuralenvs.registry import load_world_model_and_starts, real_env_id
     from neuralenvs.sb3 import evaluate, evaluate_random, make_sb3_env, train_in_dream
-
-    from neuralenvs.envs.dream import DreamVectorEnv
 
     model, starts, config = load_world_model_and_starts(checkpoint, device=device)
     game = config.get("game")
     if not game:
         raise ValueError(f"{checkpoint} names no game, so there is no real game to evaluate on")
-    dream = DreamVectorEnv(model, starts, num_envs=n_envs, horizon=horizon, frame_stack=frame_stack)
+    dream = DreamVectorEnv(
+        model, starts, num_envs=n_envs, horizon=horizon, frame_stack=frame_stack, device=model.device
+    )
     t0 = time.perf_counter()
     agent = train_in_dream(
         algo, make_sb3_env(dream), total_timesteps=steps, seed=seed,

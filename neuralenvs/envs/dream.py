@@ -31,19 +31,13 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from neuralenvs.envs.starts import PathLike, StartBank, prompt_context
+from neuralenvs.utils.device import resolve_device
 from neuralenvs.world_model import WorldModel
 
-__all__ = ["DreamVectorEnv", "DreamEnv", "resolve_device"]
+__all__ = ["DreamVectorEnv", "DreamEnv"]
 
 # Atari runs at 60 Hz and the 100k protocol keeps one frame in 4: a dream ticks at 15 frames/s.
 RENDER_FPS = 15
-
-
-def resolve_device(device: torch.device | str | None) -> torch.device:
-    """``None`` picks CUDA when available, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _check_positive_int(value: Any, name: str) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,7 @@ from tqdm.auto import tqdm
 
 from neuralenvs.data import EpisodeDataset
 from neuralenvs.models import build_model
+from neuralenvs.utils.device import describe_hardware, resolve_device
 from neuralenvs.utils.io import atomic_write_text, fsync_dir
 from neuralenvs.world_model import WorldModel
 
@@ -56,25 +56,13 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def hardware_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()}), torch threads {torch.get_num_threads()}"
-
-
 class Trainer:
     """Train a world model on an episode dataset, resumably. See the module docstring."""
 
     def __init__(self, config: TrainConfig, device: str | torch.device | None = None) -> None:
         self.config = config
         self.out = Path(config.out)
-        self.device = pick_device(device)
+        self.device = resolve_device(device)
         self.dataset = EpisodeDataset(config.data)
         if config.game is None and str(self.dataset.meta.get("source", "")).startswith("atari:"):
             config.game = self.dataset.meta["source"].split(":", 1)[1]
@@ -231,14 +219,13 @@ class Trainer:
             "real_steps": int(self.dataset.num_steps),
             "train_episodes": len(self.train_episodes),
             "held_out_episodes": len(self.test_episodes),
-            "training_steps_per_stage": self.config.steps,
+            "training_steps": self.config.steps * len(self.model.training_stages()),
             "stages": self.model.training_stages(),
             "batch_size": self.config.batch_size,
             "segment_length": self.segment_length,
             "lr": self.config.lr,
-            "hardware": hardware_description(self.device),
+            "hardware": describe_hardware(),
             "wall_clock_seconds": round(self.wall_seconds, 1),
-            "parameters": sum(p.numel() for p in self.model.parameters()),
         }
         return save_checkpoint(
             self.out / "checkpoint",

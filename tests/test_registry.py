@@ -1,0 +1,76 @@
+"""Gym ids and the command line: dream ids from checkpoints, Dream-v0, list_envs, load_world_model."""
+
+import json
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import neuralenvs
+from neuralenvs.checkpoint import save_checkpoint
+from neuralenvs.envs.dream import DreamEnv, DreamVectorEnv
+from neuralenvs.models import build_model
+from neuralenvs.registry import register_all
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model("diffusion", "tiny", (64, 64, 3), 18)
+    k = model.context_frames
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("ckpts")
+    path = save_checkpoint(
+        root / "boxing-diffusion",
+        model=model,
+        starts_frames=rng.integers(0, 256, (4, k, 64, 64, 3), dtype=np.uint8),
+        starts_actions=rng.integers(0, 18, (4, k - 1)),
+        game="Boxing",
+        action_meanings=[f"A{i}" for i in range(18)],
+    )
+    return root, path
+
+
+def test_dream_ids_from_checkpoint_folders(checkpoint_dir, monkeypatch):
+    root, path = checkpoint_dir
+    monkeypatch.setenv("NEURALENVS_CHECKPOINTS", str(root))
+    register_all()
+    assert "neuralenvs/Boxing-diffusion-v0" in neuralenvs.list_envs("diffusion")
+    env = gym.make("neuralenvs/Boxing-diffusion-v0", horizon=5, device="cpu")
+    assert isinstance(env.unwrapped, DreamEnv)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (64, 64, 3) and env.action_space.n == 18
+    venv = gym.make_vec("neuralenvs/Boxing-diffusion-v0", num_envs=3, horizon=5, device="cpu", frame_stack=2)
+    assert isinstance(venv, DreamVectorEnv)
+    obs, _ = venv.reset(seed=0)
+    assert obs.shape == (3, 64, 64, 6)
+    env2 = gym.make("neuralenvs/Dream-v0", checkpoint=str(path), device="cpu")
+    assert env2.observation_space == env.observation_space
+    model = neuralenvs.load_world_model("neuralenvs/Boxing-diffusion-v0", device="cpu")
+    assert model.family == "diffusion" and model.num_actions == 18
+    # the dream and the real game share observation and action spaces
+    real = gym.make("neuralenvs/Boxing-real-v0")
+    assert real.observation_space == env.observation_space and real.action_space == env.action_space
+
+
+def test_unknown_dream_names_the_shipped_ones():
+    with pytest.raises(ValueError, match="neither a checkpoint folder nor a shipped dream id"):
+        neuralenvs.load_world_model("neuralenvs/Nothing-diffusion-v0")
+
+
+def test_cli_collect_and_list(tmp_path):
+    out = tmp_path / "data"
+    cmd = [sys.executable, "-m", "neuralenvs.cli", "collect", "--game", "Breakout", "--steps", "60",
+           "--out", str(out), "--seed", "0", "--json", str(tmp_path / "s.json")]
+    subprocess.run(cmd, check=True, capture_output=True)
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["num_steps"] >= 60
+    listed = subprocess.run([sys.executable, "-m", "neuralenvs.cli", "list", "--kind", "real"],
+                            check=True, capture_output=True, text=True).stdout.split()
+    assert len(listed) == 26 and "neuralenvs/Pong-real-v0" in listed
+    bad = subprocess.run([sys.executable, "-m", "neuralenvs.cli", "collect", "--game", "Nope", "--steps", "1",
+                          "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "valid names are" in bad.stderr

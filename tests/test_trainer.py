@@ -1,0 +1,105 @@
+"""The trainer: trains any family through ``training_losses``, resumes after a real kill -9 at the
+step it saved, refuses to resume with other settings, and exports a loadable checkpoint."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from neuralenvs.checkpoint import build_world_model, load_checkpoint
+from neuralenvs.data import Episode, EpisodeDataset
+from neuralenvs.training import TrainConfig, Trainer
+
+
+@pytest.fixture(scope="module")
+def dataset_path(tmp_path_factory):
+    """A small dataset of moving squares: enough structure for losses to fall."""
+    path = tmp_path_factory.mktemp("data") / "squares"
+    ds = EpisodeDataset(path, obs_shape=(16, 16, 3), num_actions=3, action_meanings=["NOOP", "LEFT", "RIGHT"],
+                        source="synthetic:squares")
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        t = 30
+        actions = rng.integers(0, 3, t)
+        x = 8
+        frames = np.zeros((t + 1, 16, 16, 3), np.uint8)
+        rewards = np.zeros(t, np.float32)
+        for i in range(t + 1):
+            frames[i, 6:10, x - 2 : x + 2] = 255
+            if i < t:
+                x = int(np.clip(x + (actions[i] == 2) - (actions[i] == 1), 2, 14))
+                rewards[i] = 1.0 if x == 14 else 0.0
+        terminated = np.zeros(t, bool)
+        terminated[-1] = True
+        ds.append(Episode(frames, actions, rewards, terminated, np.zeros(t, bool)))
+    return path
+
+
+def config(dataset_path, out, steps, **kw):
+    return TrainConfig(family="diffusion", model_config="tiny", data=str(dataset_path), out=str(out),
+                       steps=steps, batch_size=4, held_out_episodes=1, start_bank_size=16, **kw)
+
+
+def test_train_resume_and_export(dataset_path, tmp_path):
+    trainer = Trainer(config(dataset_path, tmp_path / "run", steps=6), device="cpu")
+    trainer.train(progress=False)
+    assert trainer.stage_index == 1 and (tmp_path / "run" / "latest.json").exists()
+    # a second trainer on the same folder picks up the finished state instead of starting over
+    again = Trainer(config(dataset_path, tmp_path / "run", steps=6), device="cpu")
+    assert again.stage_index == 1
+    for a, b in zip(trainer.model.state_dict().values(), again.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    # more steps continue the same run
+    more = Trainer(config(dataset_path, tmp_path / "run", steps=8), device="cpu")
+    assert (more.stage_index, more.step_in_stage) == (1, 0)
+    with pytest.raises(ValueError, match="other settings"):
+        Trainer(config(dataset_path, tmp_path / "run", steps=6, lr=1.0), device="cpu")
+    trainer.config.game = "Squares"
+    path = trainer.export(progress=False)
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.config["game"] == "Squares"
+    assert checkpoint.config["provenance"]["training_steps"] == 6
+    assert "fidelity" in checkpoint.config["metrics"]
+    assert checkpoint.starts_frames.shape[1:] == (trainer.model.context_frames, 16, 16, 3)
+    model = build_world_model(checkpoint, device="cpu")
+    assert model.num_actions == 3
+
+
+TRAIN_FOREVER = """
+import sys
+from neuralenvs.training import TrainConfig, Trainer
+cfg = TrainConfig(family="diffusion", model_config="tiny", data={data!r}, out={out!r}, steps=100000,
+                  batch_size=4, held_out_episodes=1, start_bank_size=16, save_every_seconds=0.0)
+Trainer(cfg, device="cpu").train(progress=False)
+"""
+
+
+@pytest.mark.timeout(300)
+def test_resumes_after_kill_9_at_the_saved_step(dataset_path, tmp_path):
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", TRAIN_FOREVER.format(data=str(dataset_path), out=str(out))])
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        latest = out / "latest.json"
+        if latest.exists() and int(json.loads(latest.read_text())["state"].split("-")[1]) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = json.loads((out / "latest.json").read_text())["state"]
+    saved_step = int(saved.split("-")[1])
+    progress = json.loads((out / saved / "progress.json").read_text())
+    resumed = Trainer(config(dataset_path, out, steps=100000, save_every_seconds=0.0), device="cpu")
+    assert resumed.step_in_stage == progress["step_in_stage"] == saved_step >= 3
+    # the resumed weights are exactly the saved ones
+    from safetensors.torch import load_file
+
+    stored = load_file(out / saved / "model.safetensors")
+    for name, value in resumed.model.state_dict().items():
+        torch.testing.assert_close(value, stored[name])
+    resumed.train_step()  # and training goes on
