@@ -619,11 +619,12 @@ def make_model_card(config: Mapping[str, Any], *, name: str | None = None) -> st
         "## Metrics",
         "",
     ]
-    flat = _flatten(metrics)
+    lines += _measurement_tables(metrics)
+    flat = _flatten({k: v for k, v in metrics.items() if k not in ("fidelity", "utility")})
     if flat:
         lines += ["| metric | value |", "|---|---|"]
         lines += [f"| {cell(key)} | {cell(value)} |" for key, value in flat]
-    else:
+    elif not metrics:
         lines.append("No metrics were recorded when this checkpoint was saved.")
     shown = {
         "data",
@@ -647,6 +648,70 @@ def make_model_card(config: Mapping[str, Any], *, name: str | None = None) -> st
         "",
     ]
     return "\n".join(lines)
+
+
+def _measurement_tables(metrics: Mapping[str, Any]) -> list[str]:
+    """Readable tables for the fidelity and utility results of ``neuralenvs.bench``."""
+    lines: list[str] = []
+    fidelity = metrics.get("fidelity")
+    if isinstance(fidelity, Mapping) and isinstance(fidelity.get("steps"), Mapping):
+        lines += [
+            f"Fidelity on held-out real episodes ({fidelity.get('windows')} dreams fed the real actions), "
+            "against repeating the last real frame:",
+            "",
+            "| step | PSNR dream | PSNR repeat-last | SSIM dream | SSIM repeat-last | n |",
+            "|---|---|---|---|---|---|",
+        ]
+        for step, row in fidelity["steps"].items():
+            if isinstance(row, Mapping):
+                values = [row.get(k) for k in ("psnr", "psnr_baseline", "ssim", "ssim_baseline")]
+                cells = " | ".join(f"{v:.3f}" if isinstance(v, (int, float)) else "?" for v in values)
+                lines.append(f"| {step} | {cells} | {row.get('n')} |")
+        for head in ("reward", "termination"):
+            pr = fidelity.get(head)
+            if isinstance(pr, Mapping):
+                lines.append(
+                    f"\n{head}: precision {pr.get('precision')}, recall {pr.get('recall')} "
+                    f"({pr.get('predicted')} predicted, {pr.get('real')} real nonzero steps)"
+                )
+        lines.append("")
+    utility = metrics.get("utility")
+    if isinstance(utility, Mapping) and isinstance(utility.get("agent"), Mapping):
+        agent, random = utility["agent"], utility.get("random") or {}
+        lines += [
+            f"Utility: {str(utility.get('algo')).upper()} trained only in the dream for "
+            f"{utility.get('dream_steps')} dreamed steps, then {agent.get('n_episodes')} real games:",
+            "",
+            "| policy | real return (mean ± s.e.) | HNS |",
+            "|---|---|---|",
+            f"| trained in dream | {agent.get('mean'):.2f} ± {agent.get('stderr'):.2f} "
+            f"| {utility.get('agent_hns'):.3f} |",
+            f"| random | {random.get('mean', float('nan')):.2f} ± {random.get('stderr', float('nan')):.2f} "
+            f"| {utility.get('random_hns', float('nan')):.3f} |",
+            "",
+        ]
+    return lines
+
+
+def update_metrics(path: str | os.PathLike[str], **metrics: Any) -> Path:
+    """Add measured ``metrics`` to a saved checkpoint and regenerate its model card.
+
+    The weights, start bank and sealed fields are written back unchanged (a half-precision
+    checkpoint round-trips exactly through the float32 model)."""
+    checkpoint = load_checkpoint(path)
+    model = build_world_model(checkpoint, device="cpu")
+    config = checkpoint.config
+    return save_checkpoint(
+        checkpoint.path,
+        model=model,
+        starts_frames=checkpoint.starts_frames,
+        starts_actions=checkpoint.starts_actions,
+        game=config.get("game"),
+        action_meanings=config.get("action_meanings"),
+        provenance=config.get("provenance"),
+        metrics={**(config.get("metrics") or {}), **metrics},
+        weights_dtype=config.get("weights_dtype", "float32"),
+    )
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

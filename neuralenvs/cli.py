@@ -62,6 +62,10 @@ def cmd_fidelity(args: argparse.Namespace) -> None:
     result["checkpoint"] = str(args.checkpoint)
     result["data"] = str(args.data)
     _write_json(result, args.json)
+    if args.record:
+        from neuralenvs.checkpoint import update_metrics
+
+        update_metrics(args.checkpoint, fidelity=result)
 
 
 def cmd_utility(args: argparse.Namespace) -> None:
@@ -72,6 +76,11 @@ def cmd_utility(args: argparse.Namespace) -> None:
         frame_stack=args.frame_stack, episodes=args.episodes, seed=args.seed, device=args.device,
     )
     _write_json(result, args.json)
+    if args.record:
+        from neuralenvs.checkpoint import update_metrics
+        from neuralenvs.registry import resolve_checkpoint
+
+        update_metrics(resolve_checkpoint(args.checkpoint), utility=result)
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -125,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
+    p.add_argument("--record", action="store_true", help="also store the result in the checkpoint's metrics")
     p.set_defaults(func=cmd_fidelity)
 
     p = sub.add_parser("utility", help="train an SB3 agent in the dream, score it in the real game")
@@ -138,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
+    p.add_argument("--record", action="store_true", help="also store the result in the checkpoint's metrics")
     p.set_defaults(func=cmd_utility)
 
     p = sub.add_parser("list", help="list the registered gym ids")

@@ -187,9 +187,7 @@ class UNet(nn.Module):
             blocks = [ResBlock(c_prev if j == 0 else c, c, cond_dim, attention[i]) for j in range(n)]
             self.down.append(nn.ModuleList(blocks))
 
-        self.mid = nn.ModuleList(
-            [ResBlock(channels[-1], channels[-1], cond_dim, mid_attention) for _ in range(2)]
-        )
+        self.mid = nn.ModuleList([ResBlock(channels[-1], channels[-1], cond_dim, mid_attention) for _ in range(2)])
 
         self.up = nn.ModuleList()
         self.upsamples = nn.ModuleList()
@@ -246,12 +244,8 @@ class ConditionedEncoder(nn.Module):
         for i, (c, n) in enumerate(zip(channels, depths, strict=True)):
             c_prev = channels[max(0, i - 1)]
             self.downsamples.append(Downsample(c_prev) if i > 0 else nn.Identity())
-            self.levels.append(
-                nn.ModuleList([ResBlock(c_prev if j == 0 else c, c, cond_dim) for j in range(n)])
-            )
-        self.mid = nn.ModuleList(
-            [ResBlock(channels[-1], channels[-1], cond_dim, mid_attention) for _ in range(2)]
-        )
+            self.levels.append(nn.ModuleList([ResBlock(c_prev if j == 0 else c, c, cond_dim) for j in range(n)]))
+        self.mid = nn.ModuleList([ResBlock(channels[-1], channels[-1], cond_dim, mid_attention) for _ in range(2)])
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(x)

@@ -39,9 +39,7 @@ def class_to_reward(classes: torch.Tensor) -> torch.Tensor:
     return classes.float() - 1.0
 
 
-def choose_classes(
-    logits: torch.Tensor, sample: bool, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def choose_classes(logits: torch.Tensor, sample: bool, generator: torch.Generator | None = None) -> torch.Tensor:
     """The most likely class of each row of ``logits[B, K]``, or one sampled from its softmax.
 
     Sampling happens on the generator's device (a CPU generator may drive a CUDA model), so the
@@ -162,8 +160,6 @@ class RewardEndModel(nn.Module):
         rew_loss = F.cross_entropy(
             rew_logits.flatten(0, 1).float(), reward_to_class(rewards).flatten(), reduction="none"
         )
-        end_loss = F.cross_entropy(
-            end_logits.flatten(0, 1).float(), terminated.long().flatten(), reduction="none"
-        )
+        end_loss = F.cross_entropy(end_logits.flatten(0, 1).float(), terminated.long().flatten(), reduction="none")
         w = valid.flatten().float()
         return {"reward": (rew_loss * w).sum() / count, "termination": (end_loss * w).sum() / count}

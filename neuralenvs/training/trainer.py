@@ -50,10 +50,24 @@ class TrainConfig:
     seed: int = 0
     held_out_episodes: int = 5  # the last episodes of the dataset: never trained on
     save_every_seconds: float = 300.0
-    precision: str = "auto"  # "fp32", "bf16" (autocast), or "auto": bf16 on CUDA, fp32 on CPU
+    precision: str = "auto"  # "fp32", "bf16" (autocast), or "auto": bf16 where the hardware has it
     start_bank_size: int = 512
     game: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast speeds training up here: CUDA GPUs with bf16, and CPUs with native bf16
+    instructions (measured on a 2-core AMD EPYC with avx512_bf16: 1.84x per step for the diffusion
+    "small" config, ``benchmarks/train_step_precision.py``)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class Trainer:
@@ -85,7 +99,9 @@ class Trainer:
     # -- run folder ------------------------------------------------------------------------------
     def _check_run_matches(self) -> None:
         run_file = self.out / "run.json"
-        asked = {k: v for k, v in asdict(self.config).items() if k not in ("steps", "out", "save_every_seconds")}
+        # settings that change neither the model nor the data it sees may differ on resume
+        free = ("steps", "out", "save_every_seconds", "precision")
+        asked = {k: v for k, v in asdict(self.config).items() if k not in free}
         if run_file.exists():
             before = json.loads(run_file.read_text())
             before = {k: v for k, v in before.items() if k in asked}
@@ -150,7 +166,7 @@ class Trainer:
     def _autocast(self):
         precision = self.config.precision
         if precision == "auto":
-            precision = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+            precision = "bf16" if has_fast_bf16(self.device) else "fp32"
         if precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         if precision != "fp32":

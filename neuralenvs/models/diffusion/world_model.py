@@ -64,9 +64,7 @@ class DiffusionWorldModel(WorldModel):
 
     # ---- input checks -------------------------------------------------------------------------
 
-    def _check_context(
-        self, frames: torch.Tensor, actions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _check_context(self, frames: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k = self.context_frames
         if frames.dtype != torch.uint8:
             raise TypeError(f"context frames must be uint8, got {frames.dtype}")
@@ -116,9 +114,7 @@ class DiffusionWorldModel(WorldModel):
         drawn from ``generator`` in a fixed order, so the same seed gives the same dream.
         """
         if actions.shape != (state.batch_size,):
-            raise ValueError(
-                f"step needs one action per dream: shape [{state.batch_size}], got {list(actions.shape)}"
-            )
+            raise ValueError(f"step needs one action per dream: shape [{state.batch_size}], got {list(actions.shape)}")
         actions = self._check_actions(actions)
         cfg = self.config
         ctx_actions = torch.cat([state.actions, actions[:, None]], dim=1)  # taken at the K context frames
@@ -133,9 +129,7 @@ class DiffusionWorldModel(WorldModel):
             rho=cfg.rho,
             generator=generator,
         )
-        rew_logits, end_logits, (h, c) = self.reward_end.step(
-            state.frames[:, -1], actions, next_x, (state.h, state.c)
-        )
+        rew_logits, end_logits, (h, c) = self.reward_end.step(state.frames[:, -1], actions, next_x, (state.h, state.c))
         reward = class_to_reward(choose_classes(rew_logits, sample_heads, generator))
         terminated = choose_classes(end_logits, sample_heads, generator).bool()
         new_state = DiffusionState(
@@ -157,9 +151,7 @@ class DiffusionWorldModel(WorldModel):
             raise ValueError(f"mask must have shape [{state.batch_size}], got {list(mask.shape)}")
         n = int(mask.sum())
         if frames.shape[0] != n or actions.shape[0] != n:
-            raise ValueError(
-                f"mask selects {n} dreams but got context for {frames.shape[0]} / {actions.shape[0]}"
-            )
+            raise ValueError(f"mask selects {n} dreams but got context for {frames.shape[0]} / {actions.shape[0]}")
         if n == 0:
             return state
         fresh = self.init_state(frames, actions)
