@@ -42,12 +42,10 @@ out.mkdir(parents=True, exist_ok=True)
 print(f"dream {args.env_id} on {'cuda' if on_gpu else 'cpu'}; real game {real_id}")
 
 # 1-2. Train PPO in the dream: n_envs dreams advance together in one batched forward pass.
-dream = make_sb3_env(args.env_id, n_envs=args.n_envs, horizon=horizon, frame_stack=frame_stack)
+dream = make_sb3_env(args.env_id, n_envs=args.n_envs, horizon=horizon, frame_stack=frame_stack, sample_heads=True)
 t0 = time.perf_counter()
-agent = train_in_dream(
-    "ppo", dream, total_timesteps=steps, seed=args.seed, progress_bar=True,
-    algo_kwargs=dict(n_steps=64, batch_size=256, n_epochs=4, learning_rate=2.5e-4, ent_coef=0.01),
-)
+# PPO with 64 steps per dream between updates (neuralenvs.sb3's default for dreams).
+agent = train_in_dream("ppo", dream, total_timesteps=steps, seed=args.seed, progress_bar=True)
 train_seconds = time.perf_counter() - t0
 agent.save(out / "ppo_in_dream.zip")
 

@@ -3,6 +3,10 @@
 Train an SB3 agent on the dreamed environment (horizon-cut dreams started from real contexts, as
 DIAMOND trains its actor-critic), then play ``episodes`` full real games (test mode: game over, not
 life loss; the real, unclipped score) with it and with a uniform random policy.
+
+Rewards and episode ends are sampled from the heads' predicted distributions by default: a rare
+reward (a punch landing) rarely is the most likely class of a single step, so the argmax dream would
+hand the agent almost no reward, while sampling gives it the expected reward the model learned.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ def measure_utility(
     seed: int = 0,
     device: str | None = None,
     algo_kwargs: dict | None = None,
+    sample_heads: bool = True,
     progress: bool = True,
 ) -> dict:
     from neuralenvs.envs.dream import DreamVectorEnv
@@ -34,7 +39,8 @@ def measure_utility(
     if not game:
         raise ValueError(f"{checkpoint} names no game, so there is no real game to evaluate on")
     dream = DreamVectorEnv(
-        model, starts, num_envs=n_envs, horizon=horizon, frame_stack=frame_stack, device=model.device
+        model, starts, num_envs=n_envs, horizon=horizon, frame_stack=frame_stack, device=model.device,
+        sample_heads=sample_heads,
     )
     t0 = time.perf_counter()
     agent = train_in_dream(
@@ -56,6 +62,7 @@ def measure_utility(
         "n_envs": n_envs,
         "horizon": horizon,
         "frame_stack": frame_stack,
+        "sample_heads": sample_heads,
         "agent": trained,
         "random": random,
         "agent_hns": human_normalized_score(game, trained["mean"]),
