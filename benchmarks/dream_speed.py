@@ -25,7 +25,7 @@ from neuralenvs.utils.device import describe_hardware, resolve_device
 
 def matmul_peak(device: torch.device, seconds: float = 2.0) -> float:
     """FLOP/s of a large square matrix product: the practical peak of this device."""
-    n = 4096 if device.type == "cuda" else 1024
+    n = 4096 if device.type == "cuda" else 2048
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
