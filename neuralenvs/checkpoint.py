@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 import safetensors.torch
 import torch
+from safetensors.torch import load as safetensors_from_bytes
 
 from neuralenvs.errors import CheckpointError
 from neuralenvs.models import FAMILIES, model_class
@@ -1006,7 +1007,7 @@ def _parse_weights(file: Path, data: bytes, config: Mapping[str, Any]) -> dict[s
     _verify_checksum(file, data, config)
     _check_safetensors_header(file, data)
     try:
-        tensors = safetensors.torch.load(data)
+        tensors = safetensors_from_bytes(data)  # safetensors parsing: no pickle involved
     except Exception as exc:  # safetensors raises several error types on malformed files
         raise CheckpointError(
             file, None, f"safetensors could not parse it ({exc})", _REDOWNLOAD_HINT
