@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from neuralenvs.data import EpisodeDataset
 from neuralenvs.models import build_model
 from neuralenvs.utils.device import describe_hardware, resolve_device
-from neuralenvs.utils.io import atomic_write_text, fsync_dir
+from neuralenvs.utils.io import atomic_write_text, fsync_dir, temp_sibling, write_file_durably
 from neuralenvs.world_model import WorldModel
 
 
@@ -133,14 +133,9 @@ class Trainer:
         """Write the full training state atomically and point ``latest.json`` at it."""
         stage_steps = self.stage_index * self.config.steps + self.step_in_stage
         final = self.out / f"state-{stage_steps:08d}"
-        tmp = self.out / f".state-{stage_steps:08d}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = temp_sibling(final)
         tmp.mkdir()
-        save_file({k: v.detach().contiguous() for k, v in self.model.state_dict().items()},
-                  tmp / "model.safetensors")
         flat, meta = _flatten_optimizer(self.optimizer.state_dict())
-        save_file(flat, tmp / "optimizer.safetensors")
-        save_file({"cpu": torch.get_rng_state()}, tmp / "torch_rng.safetensors")
         progress = {
             "stage_index": self.stage_index,
             "step_in_stage": self.step_in_stage,
@@ -148,10 +143,14 @@ class Trainer:
             "numpy_rng": self.rng.bit_generator.state,
             "optimizer": meta,
         }
-        (tmp / "progress.json").write_text(json.dumps(progress))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+        files = {
+            "model.safetensors": save({k: v.detach().contiguous() for k, v in self.model.state_dict().items()}),
+            "optimizer.safetensors": save(flat),
+            "torch_rng.safetensors": save({"cpu": torch.get_rng_state()}),
+            "progress.json": json.dumps(progress).encode(),
+        }
+        for name, data in files.items():
+            write_file_durably(tmp / name, data)
         fsync_dir(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
