@@ -44,7 +44,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         family=args.family, model_config=model_config, data=args.data, out=args.out,
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         held_out_episodes=args.held_out, save_every_seconds=args.save_every, precision=args.precision,
-        game=args.game,
+        game=args.game, segment_length=args.segment_length, reward_fraction=args.reward_fraction,
+        init_from=args.init_from,
     )
     path = train_world_model(config, device=args.device)
     print(f"checkpoint written to {path}")
@@ -123,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=float, default=300.0, help="seconds between saved states")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--game", default=None, help="game name for the checkpoint (default: from the data)")
+    p.add_argument("--segment-length", type=int, default=None, help="transitions per segment (default: the config's)")
+    p.add_argument("--reward-fraction", type=float, default=0.0,
+                   help="share of segments ending at a rewarded step (for games with rare rewards; e.g. 0.5)")
+    p.add_argument("--init-from", default=None, help="a checkpoint of the same family to fine-tune")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when present)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train)

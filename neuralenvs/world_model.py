@@ -122,6 +122,41 @@ class WorldModel(nn.Module, abc.ABC):
     def set_training_stage(self, stage: str) -> None:  # noqa: B027 - optional hook
         pass
 
+    def correct_reward_prior(self, trained: torch.Tensor, real: torch.Tensor) -> None:
+        """Called by the trainer when it oversampled rewarded transitions: reward sign classes
+        (-1, 0, +1) were seen with frequencies ``trained`` [3] but occur with ``real`` [3]. A family
+        whose reward head is a sign classifier shifts its dream-time logits by ``log(real/trained)``."""
+        raise NotImplementedError(
+            f"the {self.family} family cannot correct for oversampled rewards: train it with reward_fraction=0"
+        )
+
+    # ---- input checks shared by every family ---------------------------------------------------
+
+    def check_context(self, frames: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validate real context (uint8 frames [B, K, H, W, C], actions [B, K - 1]) and move it to
+        the model's device; raise a clear error before any dream is touched."""
+        k = self.context_frames
+        if frames.dtype != torch.uint8:
+            raise TypeError(f"context frames must be uint8, got {frames.dtype}")
+        if frames.ndim != 5 or frames.shape[1] != k or tuple(frames.shape[2:]) != self.obs_shape:
+            raise ValueError(
+                f"context frames must have shape [B, {k}, {', '.join(map(str, self.obs_shape))}], "
+                f"got {list(frames.shape)}"
+            )
+        if actions.shape != (frames.shape[0], k - 1):
+            raise ValueError(f"context actions must have shape [B, {k - 1}], got {list(actions.shape)}")
+        return frames.to(self.device), self.check_actions(actions)
+
+    def check_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Integer actions in ``[0, num_actions)``, as long on the model's device."""
+        if actions.dtype.is_floating_point or actions.dtype == torch.bool:
+            raise TypeError(f"actions must be integers, got {actions.dtype}")
+        actions = actions.to(self.device, torch.long)
+        if actions.numel() and (actions.min() < 0 or actions.max() >= self.num_actions):
+            lo, hi = int(actions.min()), int(actions.max())
+            raise ValueError(f"actions must be in [0, {self.num_actions}), got values in [{lo}, {hi}]")
+        return actions
+
 
 def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
     """uint8 [..., H, W, C] -> float [..., C, H, W] in [-1, 1]."""

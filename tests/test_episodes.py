@@ -141,3 +141,22 @@ def test_collect_any_gym_image_env(tmp_path):
     assert ds.obs_shape == (32, 32, 3) and summary["num_steps"] >= 50
     with pytest.raises(ValueError, match="only Discrete"):
         collect_gym("Pendulum-v1", tmp_path / "car", steps=10, progress=False)
+
+
+def test_reward_fraction_oversamples_rewarded_transitions(tmp_path):
+    ds = EpisodeDataset(tmp_path / "d", obs_shape=(8, 8, 3), num_actions=4)
+    for seed in range(3):
+        ep = make_episode(seed, 50)
+        ep.rewards[:] = 0.0
+        ep.rewards[[7, 31]] = [1.0, -2.0]  # 2 rewarded steps in 50
+        ds.append(ep)
+    natural = ds.sample_segments(2000, length=3, rng=np.random.default_rng(0))
+    boosted = ds.sample_segments(2000, length=3, rng=np.random.default_rng(0), reward_fraction=0.5)
+    share = lambda seg: float((seg.rewards[:, -1] != 0).float().mean())  # noqa: E731
+    assert share(natural) < 0.08
+    assert 0.45 < share(boosted) < 0.58  # half forced, plus the natural 4% of the rest
+    # a forced segment is still a real window of its episode: the frames follow the actions
+    rewarded = boosted.rewards[:, -1] != 0
+    assert set(boosted.rewards[rewarded, -1].tolist()) == {1.0, -2.0}
+    with pytest.raises(ValueError, match="reward_fraction"):
+        ds.sample_segments(4, length=3, rng=np.random.default_rng(0), reward_fraction=1.5)

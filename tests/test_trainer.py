@@ -103,3 +103,23 @@ def test_resumes_after_kill_9_at_the_saved_step(dataset_path, tmp_path):
     for name, value in resumed.model.state_dict().items():
         torch.testing.assert_close(value, stored[name])
     resumed.train_step()  # and training goes on
+
+
+def test_fine_tune_with_oversampled_rewards_corrects_the_prior(dataset_path, tmp_path):
+    base = Trainer(config(dataset_path, tmp_path / "base", steps=2), device="cpu")
+    base.train(progress=False)
+    base_path = base.export(fidelity=False, progress=False)
+    tuned = Trainer(config(dataset_path, tmp_path / "tuned", steps=1, reward_fraction=0.5, init_from=str(base_path)),
+                    device="cpu")
+    for name, w in base.model.state_dict().items():  # starts from the checkpoint's weights
+        torch.testing.assert_close(tuned.model.state_dict()[name], w.half().to(w.dtype))
+    trained, real = tuned._reward_class_frequencies()
+    assert trained[2] / trained.sum() > real[2] / real.sum()  # rewarded steps were oversampled
+    tuned.train(progress=False)
+    offset = tuned.model.reward_end.reward_logit_offset
+    expected = (real / real.sum()).log() - (trained / trained.sum()).log()
+    torch.testing.assert_close(offset[1:].double(), expected[1:], rtol=1e-5, atol=1e-5)  # no "-1" in this data
+    assert offset[2] < 0 < offset[1]  # "+1" made less likely, "0" more likely than in training
+    with pytest.raises(ValueError, match="is a diffusion model, not token"):
+        Trainer(TrainConfig(family="token", model_config="tiny", data=str(dataset_path), out=str(tmp_path / "t"),
+                            steps=1, init_from=str(base_path)), device="cpu")

@@ -191,18 +191,32 @@ class EpisodeDataset:
         length: int,
         rng: np.random.Generator,
         episodes: list[int] | None = None,
+        reward_fraction: float = 0.0,
     ) -> Segments:
         """Sample ``batch_size`` segments of ``length`` transitions (``length + 1`` frames).
 
         Every transition is equally likely to be a segment's last one; a segment that would
         begin before its episode's start is padded there (zero frames, action 0, mask False),
         as DIAMOND does, so the first steps of every episode are trained on too.
+
+        ``reward_fraction`` > 0 makes about that fraction of the segments end at a transition with a
+        nonzero reward (drawn uniformly among them). Rewards are rare in most games (3% of random
+        Boxing steps), and a reward classifier trained on natural batches can settle on "never"
+        before it finds the signal; oversampling and a prior correction at dream time fix that.
         """
+        if not 0.0 <= reward_fraction <= 1.0:
+            raise ValueError(f"reward_fraction must be in [0, 1], got {reward_fraction}")
         episodes = list(range(self.num_episodes)) if episodes is None else list(episodes)
         lengths = np.array([self._index[i]["length"] for i in episodes], dtype=np.float64)
         if lengths.sum() == 0:
             raise ValueError("cannot sample segments from a dataset with no transitions")
         chosen = rng.choice(len(episodes), size=batch_size, p=lengths / lengths.sum())
+        lasts = rng.integers(lengths[chosen].astype(np.int64))  # each segment's last transition
+        if reward_fraction > 0:
+            rewarded = [(k, t) for k, i in enumerate(episodes) for t in np.flatnonzero(self.episode(i).rewards)]
+            if rewarded:
+                for b in np.flatnonzero(rng.random(batch_size) < reward_fraction):
+                    chosen[b], lasts[b] = rewarded[rng.integers(len(rewarded))]
         h, w, c = self.obs_shape
         frames = np.zeros((batch_size, length + 1, h, w, c), np.uint8)
         actions = np.zeros((batch_size, length), np.int64)
@@ -212,7 +226,7 @@ class EpisodeDataset:
         mask = np.zeros((batch_size, length + 1), bool)
         for b, k in enumerate(chosen):
             ep = self.episode(episodes[k])
-            last = int(rng.integers(len(ep)))  # the segment's last transition
+            last = int(lasts[b])
             start = last - length + 1  # may be negative: padding before the episode start
             lo = max(start, 0)
             off = lo - start

@@ -9,6 +9,7 @@ from neuralenvs.world_model import WorldModel
 # family name -> "module:Class" of its WorldModel subclass, imported on first use
 FAMILIES: dict[str, str] = {
     "diffusion": "neuralenvs.models.diffusion.world_model:DiffusionWorldModel",
+    "token": "neuralenvs.models.token.world_model:TokenWorldModel",
 }
 
 

@@ -80,6 +80,10 @@ class RewardEndModel(nn.Module):
         self.trunk = nn.Sequential(nn.Linear(lstm_dim, lstm_dim), nn.SiLU())
         self.reward_head = nn.Linear(lstm_dim, NUM_REWARD_CLASSES)
         self.end_head = nn.Linear(lstm_dim, NUM_END_CLASSES)
+        # added to the reward logits when dreaming (``step``), not in training: log(real class
+        # frequency / trained class frequency) when training oversampled rewarded transitions, so
+        # the dream's reward probabilities match the real game's (see ``correct_reward_prior``)
+        self.register_buffer("reward_logit_offset", torch.zeros(NUM_REWARD_CLASSES))
         self._init_lstm()
 
     def _init_lstm(self) -> None:
@@ -132,7 +136,17 @@ class RewardEndModel(nn.Module):
         """One transition per row (``frame``, ``next_frame``: [B, C, H, W]; ``action``: [B]):
         reward logits [B, 3], termination logits [B, 2], and the new memory."""
         rew, end, memory = self(frame[:, None], action[:, None], next_frame[:, None], memory)
-        return rew[:, 0], end[:, 0], memory
+        return rew[:, 0] + self.reward_logit_offset.to(rew.dtype), end[:, 0], memory
+
+    def correct_reward_prior(self, trained: torch.Tensor, real: torch.Tensor) -> None:
+        """Undo oversampling: the model was trained on reward classes with frequencies ``trained``
+        [3] but the game has ``real`` [3]; Bayes' rule shifts each class's logit by
+        ``log(real / trained)`` (a prior correction; the learned likelihood is kept)."""
+        trained, real = (torch.as_tensor(x, dtype=torch.float64).clamp(min=1e-6) for x in (trained, real))
+        if trained.shape != (NUM_REWARD_CLASSES,) or real.shape != (NUM_REWARD_CLASSES,):
+            raise ValueError(f"class frequencies must have shape [{NUM_REWARD_CLASSES}]")
+        offset = (real / real.sum()).log() - (trained / trained.sum()).log()
+        self.reward_logit_offset.copy_(offset.to(self.reward_logit_offset))
 
     def losses(
         self,

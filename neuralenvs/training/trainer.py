@@ -32,7 +32,7 @@ from neuralenvs.data import EpisodeDataset
 from neuralenvs.models import build_model
 from neuralenvs.utils.device import describe_hardware, resolve_device
 from neuralenvs.utils.io import atomic_write_text, fsync_dir, temp_sibling, write_file_durably
-from neuralenvs.world_model import WorldModel
+from neuralenvs.world_model import Segments, WorldModel
 
 
 @dataclass
@@ -53,6 +53,8 @@ class TrainConfig:
     precision: str = "auto"  # "fp32", "bf16" (autocast), or "auto": bf16 where the hardware has it
     start_bank_size: int = 512
     game: str | None = None
+    reward_fraction: float = 0.0  # share of segments ending at a rewarded step (then prior-corrected)
+    init_from: str | None = None  # a checkpoint of the same family whose weights start the run
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -94,7 +96,29 @@ class Trainer:
         self.stage_index, self.step_in_stage, self.wall_seconds = 0, 0, 0.0
         self.rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
+        if config.init_from is not None:
+            self._init_weights(config.init_from)
         self._resume()
+
+    def _init_weights(self, path: str) -> None:
+        """Start from a trained checkpoint's weights (fine-tuning). Tensors the checkpoint lacks
+        keep their fresh values only if they are buffers; any other difference is an error."""
+        from neuralenvs.checkpoint import load_checkpoint
+
+        checkpoint = load_checkpoint(path)
+        if checkpoint.family != self.config.family:
+            raise ValueError(f"--init-from {path} is a {checkpoint.family} model, not {self.config.family}")
+        own = self.model.state_dict()
+        params = {name for name, _ in self.model.named_parameters()}
+        missing = [n for n in own if n not in checkpoint.weights and n in params]
+        unexpected = [n for n in checkpoint.weights if n not in own]
+        wrong = [n for n, w in checkpoint.weights.items() if n in own and w.shape != own[n].shape]
+        if missing or unexpected or wrong:
+            raise ValueError(
+                f"the weights in {path} do not fit this model config (missing {missing[:3]}, unexpected "
+                f"{unexpected[:3]}, wrong shape {wrong[:3]}): fine-tune with the checkpoint's own config"
+            )
+        self.model.load_state_dict({n: w.to(own[n].dtype) for n, w in checkpoint.weights.items()}, strict=False)
 
     # -- run folder ------------------------------------------------------------------------------
     def _check_run_matches(self) -> None:
@@ -175,6 +199,8 @@ class Trainer:
     def train(self, progress: bool = True) -> WorldModel:
         """Run (or finish) every stage, saving a state every ``save_every_seconds``."""
         self.dataset.load(self.train_episodes, progress=progress)
+        if self.config.reward_fraction > 0:
+            self.model.correct_reward_prior(*self._reward_class_frequencies())
         stages = self.model.training_stages()
         self.model.train()
         while self.stage_index < len(stages):
@@ -200,10 +226,26 @@ class Trainer:
         self.model.eval()
         return self.model
 
+    def _sample(self, rng: np.random.Generator) -> Segments:
+        return self.dataset.sample_segments(
+            self.config.batch_size, self.segment_length, rng, self.train_episodes, self.config.reward_fraction
+        )
+
+    def _reward_class_frequencies(self, batches: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reward sign class (-1, 0, +1) frequencies among the transitions training scores (both
+        frames real), measured on sampled batches, and in the training episodes themselves."""
+        rng = np.random.default_rng(self.config.seed + 1)  # leaves the training stream untouched
+        trained = torch.zeros(3, dtype=torch.float64)
+        for _ in range(batches):
+            batch = self._sample(rng)
+            valid = batch.mask[:, :-1] & batch.mask[:, 1:]
+            trained += torch.bincount(batch.rewards[valid].sign().long() + 1, minlength=3)
+        rewards = np.concatenate([self.dataset.episode(i).rewards for i in self.train_episodes])
+        real = torch.from_numpy(np.bincount(np.sign(rewards).astype(np.int64) + 1, minlength=3)).double()
+        return trained, real
+
     def train_step(self) -> dict[str, float]:
-        batch = self.dataset.sample_segments(
-            self.config.batch_size, self.segment_length, self.rng, self.train_episodes
-        ).to(self.device)
+        batch = self._sample(self.rng).to(self.device)
         with self._autocast():
             losses = self.model.training_losses(batch)
         self.optimizer.zero_grad(set_to_none=True)
@@ -239,6 +281,8 @@ class Trainer:
             "batch_size": self.config.batch_size,
             "segment_length": self.segment_length,
             "lr": self.config.lr,
+            "reward_fraction": self.config.reward_fraction,
+            "init_from": self.config.init_from,
             "hardware": describe_hardware(),
             "wall_clock_seconds": round(self.wall_seconds, 1),
         }

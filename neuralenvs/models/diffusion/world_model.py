@@ -62,37 +62,13 @@ class DiffusionWorldModel(WorldModel):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
-    # ---- input checks -------------------------------------------------------------------------
-
-    def _check_context(self, frames: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        k = self.context_frames
-        if frames.dtype != torch.uint8:
-            raise TypeError(f"context frames must be uint8, got {frames.dtype}")
-        if frames.ndim != 5 or frames.shape[1] != k or tuple(frames.shape[2:]) != self.obs_shape:
-            raise ValueError(
-                f"context frames must have shape [B, {k}, {', '.join(map(str, self.obs_shape))}], "
-                f"got {list(frames.shape)}"
-            )
-        if actions.shape != (frames.shape[0], k - 1):
-            raise ValueError(f"context actions must have shape [B, {k - 1}], got {list(actions.shape)}")
-        return frames.to(self.device), self._check_actions(actions)
-
-    def _check_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        if actions.dtype.is_floating_point or actions.dtype == torch.bool:
-            raise TypeError(f"actions must be integers, got {actions.dtype}")
-        actions = actions.to(self.device, torch.long)
-        if actions.numel() and (actions.min() < 0 or actions.max() >= self.num_actions):
-            lo, hi = int(actions.min()), int(actions.max())
-            raise ValueError(f"actions must be in [0, {self.num_actions}), got values in [{lo}, {hi}]")
-        return actions
-
     # ---- dreaming -----------------------------------------------------------------------------
 
     @torch.no_grad()
     def init_state(self, frames: torch.Tensor, actions: torch.Tensor) -> DiffusionState:
         """Start dreams from real context: keep the frames and actions, and burn the
         reward/termination memory in on the K - 1 context transitions."""
-        frames, actions = self._check_context(frames, actions)
+        frames, actions = self.check_context(frames, actions)
         x = frames_to_float(frames).to(self.dtype)
         if self.context_frames > 1:
             _, _, (h, c) = self.reward_end(x[:, :-1], actions, x[:, 1:])
@@ -115,7 +91,7 @@ class DiffusionWorldModel(WorldModel):
         """
         if actions.shape != (state.batch_size,):
             raise ValueError(f"step needs one action per dream: shape [{state.batch_size}], got {list(actions.shape)}")
-        actions = self._check_actions(actions)
+        actions = self.check_actions(actions)
         cfg = self.config
         ctx_actions = torch.cat([state.actions, actions[:, None]], dim=1)  # taken at the K context frames
         next_x = sample_next_frame(
@@ -163,6 +139,9 @@ class DiffusionWorldModel(WorldModel):
         return DiffusionState(**new)
 
     # ---- training -----------------------------------------------------------------------------
+
+    def correct_reward_prior(self, trained: torch.Tensor, real: torch.Tensor) -> None:
+        self.reward_end.correct_reward_prior(trained, real)
 
     def training_losses(self, batch: Segments) -> dict[str, torch.Tensor]:
         """Denoising loss on ``config.denoising_targets`` frames per segment plus the

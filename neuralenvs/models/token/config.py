@@ -1,0 +1,147 @@
+"""Configuration of the token (IRIS-style) world model."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    """Everything that defines a token world model; saved as JSON inside its checkpoint.
+
+    The defaults are IRIS's Atari settings (Micheli et al. 2023), i.e. the ``"paper"`` config,
+    except for the tokenizer's losses: IRIS adds a perceptual (LPIPS) loss, whose network we would
+    have to download, so we use L1 + L2 + an image-gradient L1 instead, and l2-normalised codes
+    (see ``neuralenvs.nn.quantize``).
+    """
+
+    # ---- tokenizer: a VQ autoencoder, frame -> (H / f) x (W / f) tokens, f = patch * 2^(levels - 1)
+    vocab_size: int = 512  # codebook entries
+    code_dim: int = 512  # codebook vector size
+    normalize_codes: bool = True
+    code_usage_decay: float = 0.9  # moving average of each code's use per training batch ...
+    dead_code_threshold: float = 0.03  # ... below which the code is moved onto an encoder output
+    tok_channels: tuple[int, ...] = (64, 64, 64, 64, 64)  # one entry per resolution level, top first
+    tok_depths: tuple[int, ...] = (2, 2, 2, 2, 2)  # residual blocks per level
+    tok_attention: tuple[bool, ...] = (False, False, True, True, False)  # IRIS: at 16x16 and 8x8
+    tok_mid_attention: bool = True  # self-attention between the two bottom blocks
+    tok_patch_size: int = 1  # >1 folds p x p pixel patches into channels first (cheaper top level)
+
+    # ---- world model: a GPT over blocks [tokens of frame t, action t], one block per time step
+    context_length: int = 20  # frames the transformer attends to (its window; IRIS: 20)
+    num_context_frames: int = 1  # real frames a dream starts from (at most context_length - 1)
+    slide_frames: int = 1  # frames dropped from the front of a dream's full window at once
+    num_layers: int = 10
+    num_heads: int = 4
+    embed_dim: int = 256
+    dropout: float = 0.1
+    temperature: float = 1.0  # sampling temperature of the frame tokens; 0 takes the most likely
+
+    # ---- training (read by the trainer; see ``TokenWorldModel.training_losses``)
+    segment_length: int = 19  # transitions per segment: context_length frames
+    tokenizer_frames: int = 4  # frames per segment the tokenizer is trained on
+    l1_weight: float = 1.0
+    l2_weight: float = 1.0
+    gradient_weight: float = 0.5  # L1 between the images' horizontal/vertical differences
+    commitment_weight: float = 0.25
+    codebook_weight: float = 1.0
+    rew_loss_weight: float = 1.0  # reward and termination cross-entropies vs the token one
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 10.0
+
+    def __post_init__(self) -> None:
+        # JSON gives lists back; keep tuples so that configs compare equal and stay hashable
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                object.__setattr__(self, f.name, tuple(value))
+        if not len(self.tok_channels) == len(self.tok_depths) == len(self.tok_attention):
+            raise ValueError("tok_channels, tok_depths and tok_attention need one entry per tokenizer level")
+        if min(self.tok_depths) < 1:
+            raise ValueError(f"every tokenizer level needs at least one block, got tok_depths {self.tok_depths}")
+        if self.tok_patch_size < 1:
+            raise ValueError(f"tok_patch_size must be >= 1, got {self.tok_patch_size}")
+        if self.vocab_size < 2:
+            raise ValueError(f"vocab_size must be >= 2, got {self.vocab_size}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} does not split into {self.num_heads} heads")
+        if self.context_length < 2:
+            raise ValueError(f"context_length must be >= 2 frames, got {self.context_length}")
+        if not 1 <= self.num_context_frames < self.context_length:
+            raise ValueError(
+                f"num_context_frames must be between 1 and context_length - 1 ({self.context_length - 1}), "
+                f"got {self.num_context_frames}"
+            )
+        if not 1 <= self.slide_frames < self.context_length:
+            raise ValueError(
+                f"slide_frames must be between 1 and context_length - 1 ({self.context_length - 1}), "
+                f"got {self.slide_frames}"
+            )
+        if self.segment_length < 1:
+            raise ValueError(f"segment_length must be >= 1, got {self.segment_length}")
+        if self.tokenizer_frames < 1:
+            raise ValueError(f"tokenizer_frames must be >= 1, got {self.tokenizer_frames}")
+        if not 0.0 <= self.code_usage_decay < 1.0:
+            raise ValueError(f"code_usage_decay must be in [0, 1), got {self.code_usage_decay}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+
+    @property
+    def downsampling(self) -> int:
+        """Pixels per token side: a frame of H x W pixels becomes (H / f) x (W / f) tokens."""
+        return self.tok_patch_size * 2 ** (len(self.tok_channels) - 1)
+
+    @classmethod
+    def named(cls, name: str) -> TokenConfig:
+        """A named preset: ``"tiny"`` (unit tests), ``"small"`` (CPU-friendly), ``"paper"`` (IRIS)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown token config {name!r}; known: {sorted(PRESETS)}")
+        return cls(**PRESETS[name])
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    # CPU-friendly: a tokenizer on 2x2 pixel patches with one block per level, a 3-layer GPT of width
+    # 128 over 8 frames. Measured on a 2-core AMD EPYC (benchmarks/dream_speed.py, whole step: 16
+    # transformer calls, the window's recomputation once it is full, decoding, heads): about 200
+    # dreamed transitions/s at batch 16 and 215-250 at batch 64 on one thread, 360-390 on two;
+    # slide_frames=4 (recompute every 4th step) nearly doubles that at a shorter average context.
+    "small": dict(
+        code_dim=32,
+        tok_channels=(32, 64, 64, 64),
+        tok_depths=(1, 1, 1, 1),
+        tok_attention=(False, False, False, False),
+        tok_mid_attention=True,
+        tok_patch_size=2,
+        context_length=8,
+        num_context_frames=4,
+        num_layers=3,
+        num_heads=4,
+        embed_dim=128,
+        segment_length=7,
+        tokenizer_frames=2,
+    ),
+    # the smallest thing that exercises every code path, for tests
+    "tiny": dict(
+        vocab_size=32,
+        code_dim=8,
+        tok_channels=(16, 16, 16),
+        tok_depths=(1, 1, 1),
+        tok_attention=(False, False, False),
+        tok_mid_attention=False,
+        tok_patch_size=4,
+        context_length=4,
+        num_context_frames=2,
+        num_layers=2,
+        num_heads=2,
+        embed_dim=16,
+        dropout=0.0,
+        segment_length=3,
+        tokenizer_frames=2,
+        batch_size=4,
+    ),
+}

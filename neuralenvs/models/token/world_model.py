@@ -1,0 +1,334 @@
+"""IRIS-style world model: a VQ tokenizer turns frames into tokens, a GPT dreams the next frame's
+tokens one by one (with a KV cache) and predicts reward and termination at the action token.
+
+A dream's state (:class:`TokenState`) is, for each of its B dreams, its own window of frame tokens
+and actions (at most ``context_length`` frames), the number of frames in it, and a KV cache with
+one length per dream. Invariant between steps: a dream with ``n`` frames has cached every token of
+its window except the newest frame's last one, i.e. ``(n - 1) * (P + 1) + P - 1`` tokens
+(P = tokens per frame). One ``step`` then feeds, for every dream at once, ``[last token, action]``
+(2 tokens: the action's output gives reward, termination and the first new token), then the P - 1
+sampled tokens one at a time, and decodes the P new tokens into a frame: P transformer calls, one
+decoder call.
+
+Restarts and the sliding window are per dream:
+
+- ``reset_where`` encodes the new context of the masked dreams, builds their cache rows from it, and
+  copies every other dream's window and cache rows unchanged.
+- When a dream's window is full (``context_length`` frames), its oldest ``slide_frames`` frames are
+  dropped and its cache rows are *recomputed* from the frames it keeps (the others' rows untouched).
+  Why recompute instead of shifting the cached keys: the keys of a kept token were computed (in
+  every layer above the first) while it attended to the dropped frames, and with absolute position
+  embeddings they also carry the old positions, so shifted keys would describe a sequence the model
+  never saw in training. Recomputing makes a slid dream exactly a fresh dream started from its kept
+  window, which is what training shows the model (segments of at most ``context_length`` frames
+  starting at position 0). ``slide_frames > 1`` trades some context for fewer recomputations.
+
+Randomness is drawn from the caller's generator in a fixed order (one uniform per dream per frame
+token, then the head samples), and each dream's tokens use only its own draws, so the same seed
+gives the same dream, and restarting one dream does not change what the others dream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from neuralenvs.models.token.config import TokenConfig
+from neuralenvs.models.token.gpt import WorldModelGPT
+from neuralenvs.models.token.tokenizer import Tokenizer
+from neuralenvs.nn.reward_end import choose_classes, class_to_reward, reward_to_class
+from neuralenvs.nn.transformer import KVCache
+from neuralenvs.world_model import Segments, StepResult, WorldModel, float_to_frames, frames_to_float
+
+STAGES = ("tokenizer", "transformer")
+
+
+@dataclass
+class TokenState:
+    """The state of B dreams. Every tensor has the batch first (the cache: second) and lives on the
+    model's device."""
+
+    tokens: torch.Tensor  # long [B, context_length, P]: frame tokens of the window, oldest first
+    actions: torch.Tensor  # long [B, context_length]: actions[:, i] was taken at frame i of the window
+    num_frames: torch.Tensor  # long [B]: frames in each dream's window (the rest is unused)
+    cache: KVCache  # per-dream keys/values and lengths
+
+    @property
+    def batch_size(self) -> int:
+        return self.tokens.shape[0]
+
+    def clone(self) -> TokenState:
+        return TokenState(self.tokens.clone(), self.actions.clone(), self.num_frames.clone(), self.cache.clone())
+
+
+class TokenWorldModel(WorldModel):
+    """VQ tokenizer plus a GPT over [frame tokens, action] blocks, with reward and termination heads."""
+
+    family = "token"
+    config_class = TokenConfig
+
+    def __init__(self, config: TokenConfig, obs_shape: tuple[int, int, int], num_actions: int) -> None:
+        super().__init__(config, obs_shape, num_actions)
+        h, w, c = self.obs_shape
+        self.tokenizer = Tokenizer(config, c, (h, w))
+        self.tokens_per_frame = self.tokenizer.tokens_per_frame
+        self.gpt = WorldModelGPT(config, self.tokens_per_frame, self.num_actions)
+        self._stage = "all"
+
+    @property
+    def context_frames(self) -> int:
+        return self.config.num_context_frames
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    # ---- tokens -------------------------------------------------------------------------------
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames [..., H, W, C] -> tokens long [..., P]."""
+        lead = frames.shape[:-3]
+        x = frames_to_float(frames.reshape(-1, *self.obs_shape)).to(self.dtype)
+        return self.tokenizer.encode(x).reshape(*lead, self.tokens_per_frame)
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens long [..., P] -> uint8 frames [..., H, W, C]."""
+        lead = tokens.shape[:-1]
+        x = self.tokenizer.decode(tokens.reshape(-1, self.tokens_per_frame))
+        return float_to_frames(x.float()).reshape(*lead, *self.obs_shape)
+
+    def _sample_tokens(self, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """One token per row of ``logits[B, V]`` at the config's temperature (0: the most likely).
+
+        Inverse-CDF sampling with exactly one uniform per row, drawn on the generator's device: row
+        b always uses the b-th draw, whatever the other rows' logits are."""
+        if self.config.temperature == 0:
+            return logits.argmax(dim=-1)
+        probs = (logits.float() / self.config.temperature).softmax(dim=-1)
+        if generator is None:
+            u = torch.rand(probs.shape[0], device=probs.device)
+        else:
+            u = torch.rand(probs.shape[0], generator=generator, device=generator.device).to(probs.device)
+        cdf = probs.cumsum(dim=-1)
+        index = (cdf < u[:, None] * cdf[:, -1:]).sum(dim=-1)
+        return index.clamp(max=probs.shape[-1] - 1)
+
+    # ---- dreaming -----------------------------------------------------------------------------
+
+    def _prefill_rows(self, cache: KVCache, rows: torch.Tensor, tokens: torch.Tensor, actions: torch.Tensor) -> None:
+        """(Re)build the cache rows ``rows`` (indices [M]) from windows of ``n`` frames each:
+        ``tokens[M, n, P]``, ``actions[M, n - 1]``; every token but the newest frame's last one."""
+        seq = self.gpt.interleave(tokens, actions)[:, :-1]
+        if seq.shape[1] == 0:  # one frame of one token: nothing to cache yet
+            shape = (cache.k.shape[0], len(rows), cache.k.shape[2], 0, cache.k.shape[4])
+            k = v = torch.zeros(shape, device=cache.k.device, dtype=cache.k.dtype)
+        else:
+            k, v = self.gpt.prefill(seq)
+        cache.set_rows(rows, k.to(cache.k.dtype), v.to(cache.v.dtype))
+
+    def state_from_tokens(self, tokens: torch.Tensor, actions: torch.Tensor) -> TokenState:
+        """Dreams started from windows of frame tokens ``tokens[B, n, P]`` and ``actions[B, n - 1]``
+        (1 <= n <= context_length): what ``init_state`` does after encoding its frames."""
+        b, n, p = tokens.shape
+        w = self.config.context_length
+        if not 1 <= n <= w or p != self.tokens_per_frame or actions.shape != (b, n - 1):
+            raise ValueError(
+                f"expected tokens [B, n <= {w}, {self.tokens_per_frame}] and actions [B, n - 1], got "
+                f"{list(tokens.shape)} and {list(actions.shape)}"
+            )
+        device = self.device
+        window = torch.zeros(b, w, p, dtype=torch.long, device=device)
+        window[:, :n] = tokens
+        acts = torch.zeros(b, w, dtype=torch.long, device=device)
+        acts[:, : n - 1] = actions
+        cache = self.gpt.empty_cache(b, device)
+        self._prefill_rows(cache, torch.arange(b, device=device), window[:, :n], acts[:, : n - 1])
+        num_frames = torch.full((b,), n, dtype=torch.long, device=device)
+        return TokenState(window, acts, num_frames, cache)
+
+    @torch.no_grad()
+    def init_state(self, frames: torch.Tensor, actions: torch.Tensor) -> TokenState:
+        """Start dreams from real context: tokenize the K frames and cache the transformer's keys and
+        values over them and their K - 1 actions."""
+        frames, actions = self.check_context(frames, actions)
+        return self.state_from_tokens(self.encode(frames), actions)
+
+    def _slide(self, state: TokenState) -> None:
+        """In place: drop the oldest ``slide_frames`` frames of every full window and recompute
+        those dreams' cache rows from what they keep."""
+        w, s = self.config.context_length, self.config.slide_frames
+        full = state.num_frames >= w
+        if not bool(full.any()):
+            return
+        rows = full.nonzero().flatten()
+        kept_tokens = state.tokens[rows, s:]  # [M, w - s, P]
+        kept_actions = state.actions[rows, s:]  # [M, w - s]; the last is not taken yet
+        state.tokens[rows] = F.pad(kept_tokens, (0, 0, 0, s))
+        state.actions[rows] = F.pad(kept_actions, (0, s))
+        state.num_frames[rows] = w - s
+        self._prefill_rows(state.cache, rows, kept_tokens, kept_actions[:, : w - s - 1])
+
+    @torch.no_grad()
+    def step(
+        self,
+        state: TokenState,
+        actions: torch.Tensor,
+        generator: torch.Generator | None = None,
+        sample_heads: bool = False,
+    ) -> StepResult:
+        """Dream every dream's next frame token by token, and its reward and termination.
+
+        ``state`` is not modified: the new state is a copy.
+        """
+        if actions.shape != (state.batch_size,):
+            raise ValueError(f"step needs one action per dream: shape [{state.batch_size}], got {list(actions.shape)}")
+        actions = self.check_actions(actions)
+        p = self.tokens_per_frame
+        new = state.clone()
+        self._slide(new)
+        rows = torch.arange(new.batch_size, device=actions.device)
+        n = new.num_frames.clone()
+        new.actions[rows, n - 1] = actions
+
+        first = torch.stack([new.tokens[rows, n - 1, p - 1], actions], dim=1)
+        out = self.gpt.feed(first, new.cache)[:, -1]  # the action token's output
+        rew_logits, end_logits = self.gpt.head_reward(out), self.gpt.head_end(out)
+        next_tokens = torch.empty(new.batch_size, p, dtype=torch.long, device=actions.device)
+        for i in range(p):
+            token = self._sample_tokens(self.gpt.head_obs(out), generator)
+            next_tokens[:, i] = token
+            if i < p - 1:
+                out = self.gpt.feed(token[:, None], new.cache)[:, -1]
+        new.tokens[rows, n] = next_tokens
+        new.num_frames = n + 1
+
+        frames = self.decode(next_tokens)
+        reward = class_to_reward(choose_classes(rew_logits, sample_heads, generator))
+        terminated = choose_classes(end_logits, sample_heads, generator).bool()
+        return StepResult(new, frames, reward, terminated)
+
+    @torch.no_grad()
+    def reset_where(
+        self, state: TokenState, mask: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor
+    ) -> TokenState:
+        """Restart the masked dreams from new context; the others' windows and cache rows are copied,
+        not recomputed (and the given ``state`` is not modified)."""
+        mask = mask.to(self.device, torch.bool)
+        if mask.shape != (state.batch_size,):
+            raise ValueError(f"mask must have shape [{state.batch_size}], got {list(mask.shape)}")
+        n = int(mask.sum())
+        if frames.shape[0] != n or actions.shape[0] != n:
+            raise ValueError(f"mask selects {n} dreams but got context for {frames.shape[0]} / {actions.shape[0]}")
+        if n == 0:
+            return state
+        fresh = self.init_state(frames, actions)
+        new = state.clone()
+        new.tokens[mask] = fresh.tokens
+        new.actions[mask] = fresh.actions
+        new.num_frames[mask] = fresh.num_frames
+        new.cache.k[:, mask] = fresh.cache.k.to(new.cache.k.dtype)
+        new.cache.v[:, mask] = fresh.cache.v.to(new.cache.v.dtype)
+        new.cache.lengths[mask] = fresh.cache.lengths
+        return new
+
+    # ---- training -----------------------------------------------------------------------------
+
+    def training_stages(self) -> list[str]:
+        """The tokenizer first, then the transformer on the frozen tokenizer's tokens (as IRIS)."""
+        return list(STAGES)
+
+    def set_training_stage(self, stage: str) -> None:
+        """``"tokenizer"``: ``training_losses`` trains only the tokenizer; ``"transformer"``: only the
+        GPT, on tokens from the tokenizer computed without gradients; ``"all"`` (the default before
+        any stage is set): both at once, the GPT still on gradient-free tokens."""
+        if stage not in (*STAGES, "all"):
+            raise ValueError(f"unknown training stage {stage!r}; the token family has {[*STAGES, 'all']}")
+        self._stage = stage
+
+    def training_losses(self, batch: Segments) -> dict[str, torch.Tensor]:
+        """The current stage's losses (see :meth:`set_training_stage`): ``"loss"`` plus detached
+        components."""
+        losses: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=batch.frames.device)
+        if self._stage in ("tokenizer", "all"):
+            tok = self._tokenizer_losses(batch)
+            total = total + tok.pop("tokenizer")
+            losses.update(tok)
+        if self._stage in ("transformer", "all"):
+            wm = self._world_model_losses(batch)
+            cfg = self.config
+            total = total + wm["tokens"] + cfg.rew_loss_weight * (wm["reward"] + wm["termination"])
+            losses.update(wm)
+        return {"loss": total, **{k: v.detach() for k, v in losses.items()}}
+
+    def _tokenizer_losses(self, batch: Segments) -> dict[str, torch.Tensor]:
+        """Autoencoder losses on ``tokenizer_frames`` frames per segment, real frames first."""
+        b, t = batch.mask.shape
+        n = min(self.config.tokenizer_frames, t)
+        scores = batch.mask.float() + torch.rand(batch.mask.shape, device=batch.mask.device)
+        pos = scores.topk(n, dim=1).indices  # [B, n]
+        rows = torch.arange(b, device=pos.device)[:, None]
+        frames = batch.frames[rows, pos].flatten(0, 1)
+        real = batch.mask[rows, pos].flatten()
+        if bool(real.any()):
+            frames = frames[real]
+        return self.tokenizer.losses(frames_to_float(frames).to(self.dtype))
+
+    def _world_model_losses(self, batch: Segments) -> dict[str, torch.Tensor]:
+        """Cross-entropies of the GPT over segments of at most ``context_length`` frames.
+
+        Each segment is shifted so that its first real frame sits at position 0 (padding before an
+        episode start goes to the end, where causal attention never lets a real token see it), as a
+        dream's window always starts at position 0; a segment longer than the window is cropped at
+        a random offset. Frame tokens are scored where their frame is real, reward and termination
+        where both frames of the transition are.
+        """
+        cfg = self.config
+        device = batch.frames.device
+        b, length = batch.actions.shape
+        t = min(length + 1, cfg.context_length)  # frames per sequence
+        p, block = self.tokens_per_frame, self.gpt.block_size
+
+        mask = batch.mask
+        pad = (~mask).long().cumprod(dim=1).sum(dim=1)  # leading padded frames
+        extra = (mask.sum(dim=1) - t).clamp(min=0)  # real frames beyond the window
+        offset = (torch.rand(b, device=device) * (extra + 1).float()).long().clamp(max=extra)
+        src = pad[:, None] + offset[:, None] + torch.arange(t, device=device)  # [B, t]
+        inside = src <= length
+        src = src.clamp(max=length)
+        rows = torch.arange(b, device=device)[:, None]
+        real = mask[rows, src] & inside  # [B, t]
+
+        tokens = torch.zeros(b, t, p, dtype=torch.long, device=device)
+        with torch.no_grad():
+            tokens[real] = self.encode(batch.frames[rows, src][real])
+        src_a = src[:, : t - 1].clamp(max=length - 1)
+        actions = batch.actions[rows, src_a].long()
+        rewards = batch.rewards[rows, src_a]
+        terminated = batch.terminated[rows, src_a]
+        real_transition = real[:, :-1] & real[:, 1:]
+
+        seq = self.gpt.interleave(tokens, actions)  # [B, t * block - 1]
+        hidden = self.gpt(seq)
+        # frame tokens: the output at position q predicts token q + 1 unless that is an action
+        q = torch.arange(seq.shape[1] - 1, device=device)
+        q = q[(q + 1) % block != p]
+        logits = self.gpt.head_obs(hidden[:, q]).float()
+        weight = real[:, (q + 1) // block].float()
+        ce = F.cross_entropy(logits.flatten(0, 1), seq[:, q + 1].flatten(), reduction="none")
+        token_loss = (ce * weight.flatten()).sum() / weight.sum().clamp(min=1)
+
+        # reward and termination at the action tokens
+        at = torch.arange(t - 1, device=device) * block + p
+        h = hidden[:, at]
+        w = real_transition.float().flatten()
+        count = w.sum().clamp(min=1)
+        rew_ce = F.cross_entropy(
+            self.gpt.head_reward(h).float().flatten(0, 1), reward_to_class(rewards).flatten(), reduction="none"
+        )
+        end_ce = F.cross_entropy(
+            self.gpt.head_end(h).float().flatten(0, 1), terminated.long().flatten(), reduction="none"
+        )
+        return {"tokens": token_loss, "reward": (rew_ce * w).sum() / count, "termination": (end_ce * w).sum() / count}

@@ -1,0 +1,114 @@
+"""Vector quantisation (VQ-VAE, van den Oord et al. 2017) for discrete-token world models.
+
+A vector ``z`` is replaced by its nearest codebook entry ``e``; gradients pass straight through to
+the encoder (``z + sg(e - z)``), the codebook is pulled to the encoder outputs (codebook loss
+``|sg(z) - e|^2``) and the encoder to its codes (commitment loss ``|z - sg(e)|^2``, weighted by the
+caller, 0.25 in VQ-VAE, VQGAN and IRIS).
+
+With ``normalize=True`` both ``z`` and the codes are l2-normalised before the lookup, so nearest
+means most similar in direction (ViT-VQGAN, Yu et al. 2022): codes cannot drift far from the
+encoder's outputs and die, which keeps more of the codebook in use when no perceptual or
+adversarial loss shapes the latents.
+
+Training keeps the codebook in use (as Jukebox and most VQ implementations after it do): the first
+training batch initialises the codes from encoder outputs, and a code that the training batches
+have stopped choosing (an exponential moving average of how many vectors per batch it takes falls
+below ``dead_threshold``) is moved onto a random encoder output of the current batch.
+
+Distances are computed in float32 whatever autocast is active: bf16 rounding flips the nearest code
+of vectors that lie between two codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class Quantized:
+    z_q: torch.Tensor  # [..., dim]: the codes, with straight-through gradients to the input
+    indices: torch.Tensor  # long [...]
+    codebook_loss: torch.Tensor  # scalar
+    commitment_loss: torch.Tensor  # scalar
+    perplexity: torch.Tensor  # scalar, detached: exp(entropy of code usage in this batch)
+
+
+class VectorQuantizer(nn.Module):
+    def __init__(
+        self,
+        num_codes: int,
+        dim: int,
+        normalize: bool = True,
+        usage_decay: float = 0.9,
+        dead_threshold: float = 0.03,
+    ) -> None:
+        super().__init__()
+        self.num_codes, self.dim, self.normalize = num_codes, dim, normalize
+        self.usage_decay, self.dead_threshold = usage_decay, dead_threshold
+        # vectors per training batch each code took (moving average); starts as "once each"
+        self.register_buffer("usage", torch.ones(num_codes))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self.codebook = nn.Embedding(num_codes, dim)
+        if normalize:
+            nn.init.normal_(self.codebook.weight)
+        else:
+            nn.init.uniform_(self.codebook.weight, -1.0 / num_codes, 1.0 / num_codes)
+
+    def codes(self) -> torch.Tensor:
+        """The codebook ``[num_codes, dim]`` as it is looked up (normalised when ``normalize``)."""
+        w = self.codebook.weight
+        return F.normalize(w, dim=-1) if self.normalize else w
+
+    def _prepare(self, z: torch.Tensor) -> torch.Tensor:
+        return F.normalize(z, dim=-1) if self.normalize else z
+
+    def quantize(self, z: torch.Tensor) -> torch.Tensor:
+        """Indices ``long[...]`` of the nearest codes of ``z[..., dim]``."""
+        with torch.autocast(z.device.type, enabled=False):
+            flat = self._prepare(z.float()).reshape(-1, self.dim)
+            codes = self.codes().float()
+            # |z - e|^2 = |z|^2 - 2 z.e + |e|^2; |z|^2 does not change the argmin
+            dist = codes.pow(2).sum(-1)[None, :] - 2 * flat @ codes.t()
+            return dist.argmin(dim=-1).reshape(z.shape[:-1])
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """Codes ``[..., dim]`` of ``indices[...]``."""
+        return F.embedding(indices, self.codes())
+
+    def _flat(self, z: torch.Tensor) -> torch.Tensor:
+        return self._prepare(z.detach().float()).reshape(-1, self.dim)
+
+    @torch.no_grad()
+    def _replace_codes(self, which: torch.Tensor, z: torch.Tensor) -> None:
+        """Move the codes ``which`` (indices) onto random rows of ``z[N, dim]`` (prepared)."""
+        pick = torch.randint(z.shape[0], (len(which),), device=z.device)
+        self.codebook.weight[which] = z[pick].to(self.codebook.weight.dtype)
+        self.usage[which] = 1.0
+
+    def forward(self, z: torch.Tensor) -> Quantized:
+        maintain = self.training and torch.is_grad_enabled()  # a training step: keep codes in use
+        if maintain and not bool(self.initialized):
+            self._replace_codes(torch.arange(self.num_codes, device=z.device), self._flat(z))
+            self.initialized.fill_(True)
+        indices = self.quantize(z)
+        if maintain:
+            with torch.no_grad():
+                counts = torch.bincount(indices.flatten(), minlength=self.num_codes).float()
+                self.usage.mul_(self.usage_decay).add_(counts, alpha=1 - self.usage_decay)
+                dead = (self.usage < self.dead_threshold).nonzero().flatten()
+                if len(dead):
+                    self._replace_codes(dead, self._flat(z))
+        z = self._prepare(z.float())
+        e = self.lookup(indices).float()
+        codebook_loss = F.mse_loss(e, z.detach())
+        commitment_loss = F.mse_loss(z, e.detach())
+        with torch.no_grad():
+            usage = torch.bincount(indices.flatten(), minlength=self.num_codes).float()
+            p = usage / usage.sum().clamp(min=1)
+            perplexity = torch.exp(-(p * p.clamp(min=1e-10).log()).sum())
+        z_q = z + (e - z).detach()
+        return Quantized(z_q, indices, codebook_loss, commitment_loss, perplexity)

@@ -1,0 +1,390 @@
+"""The token (IRIS-style) world model: tokenizer, GPT, per-dream KV cache, sliding window, training
+stages, trainer round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from neuralenvs.models import build_model
+from neuralenvs.models.token import TokenConfig, TokenState, TokenWorldModel
+from neuralenvs.nn.transformer import Transformer
+from neuralenvs.world_model import Segments, frames_to_float
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+OBS = (64, 64, 3)
+NUM_ACTIONS = 6
+
+
+def make_model(seed: int = 0, obs_shape=OBS, randomized: bool = False, **overrides) -> TokenWorldModel:
+    torch.manual_seed(seed)
+    cfg = dataclasses.replace(TokenConfig.named("tiny"), **overrides)
+    model = TokenWorldModel(cfg, obs_shape, NUM_ACTIONS).eval()
+    if randomized:
+        randomize(model, seed)
+    return model
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random values in every parameter: a fresh model starts near-uniform (GPT) or partly at zero
+    (the tokenizer's residual blocks), which would let context-dependence tests pass vacuously."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return model
+
+
+def context(b: int, model: TokenWorldModel, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    k = model.context_frames
+    frames = torch.randint(0, 256, (b, k, *model.obs_shape), generator=g, dtype=torch.uint8)
+    actions = torch.randint(0, model.num_actions, (b, k - 1), generator=g)
+    return frames, actions
+
+
+def segments(b: int, model: TokenWorldModel, length: int | None = None, pad: int = 0, seed: int = 0) -> Segments:
+    """Segments of smooth random frames (so the tokenizer can learn them) with ``pad`` padded frames
+    before the episode start, sparse rewards and ends."""
+    g = torch.Generator().manual_seed(seed)
+    seq = model.config.segment_length if length is None else length
+    h, w, c = model.obs_shape
+    coarse = torch.rand(b, seq + 1, c, h // 16, w // 16, generator=g)
+    smooth = torch.nn.functional.interpolate(coarse.flatten(0, 1), size=(h, w), mode="bilinear")
+    frames = (smooth.reshape(b, seq + 1, c, h, w).movedim(2, -1) * 255).round().to(torch.uint8)
+    mask = torch.ones(b, seq + 1, dtype=torch.bool)
+    mask[:, :pad] = False
+    frames[:, :pad] = 0
+    actions = torch.randint(0, model.num_actions, (b, seq), generator=g)
+    actions[:, :pad] = 0
+    rewards = torch.randint(-1, 2, (b, seq), generator=g).float() * 2.0
+    terminated = torch.rand(b, seq, generator=g) < 0.2
+    return Segments(frames, actions, rewards, terminated, torch.zeros_like(terminated), mask)
+
+
+def run(model: TokenWorldModel, state: TokenState, actions: list[list[int]], seed: int, sample_heads=False):
+    """Step through ``actions`` with a fresh generator; returns the states and every step's outputs."""
+    g = torch.Generator().manual_seed(seed)
+    outputs = []
+    for a in actions:
+        state, frames, reward, terminated = model.step(state, torch.tensor(a), g, sample_heads=sample_heads)
+        outputs.append((frames, reward, terminated, state.tokens.clone()))
+    return state, outputs
+
+
+# ---- config ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "paper"])
+def test_config_json_round_trip(name):
+    cfg = TokenConfig.named(name)
+    again = TokenConfig(**json.loads(json.dumps(dataclasses.asdict(cfg))))
+    assert again == cfg and isinstance(again.tok_channels, tuple)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="unknown token config"):
+        TokenConfig.named("huge")
+    with pytest.raises(ValueError, match="num_context_frames"):
+        TokenConfig(context_length=4, num_context_frames=4)
+    with pytest.raises(ValueError, match="slide_frames"):
+        TokenConfig(context_length=4, slide_frames=4)
+    with pytest.raises(ValueError, match="one entry per tokenizer level"):
+        TokenConfig(tok_channels=(8, 8), tok_depths=(1,), tok_attention=(False,))
+    with pytest.raises(ValueError, match="downsampling divides"):
+        build_model("token", "paper", (60, 64, 3), 4)
+
+
+def test_paper_sizes_match_iris():
+    model = build_model("token", "paper", OBS, 18)
+    cfg = model.config
+    assert model.tokens_per_frame == 16 and cfg.vocab_size == 512  # 4x4 tokens from a 512-code book
+    assert (cfg.num_layers, cfg.num_heads, cfg.embed_dim, cfg.context_length) == (10, 4, 256, 20)
+    assert model.gpt.max_tokens == 20 * 17
+    small = build_model("token", "small", OBS, 18)
+    assert small.tokens_per_frame == 16
+    assert sum(p.numel() for p in small.parameters()) * 2 < 20e6  # bytes at fp16, under 25 MB
+
+
+# ---- tokenizer ------------------------------------------------------------------------------------
+
+
+def tiles(n: int, seed: int = 0) -> torch.Tensor:
+    """Frames uint8 [n, 64, 64, 3] made of 16x16 tiles in 4 colours: one tile per token."""
+    g = torch.Generator().manual_seed(seed)
+    palette = torch.tensor([[0, 0, 0], [255, 0, 0], [0, 200, 255], [255, 255, 255]], dtype=torch.uint8)
+    index = torch.randint(0, 4, (n, 4, 4), generator=g)
+    return palette[index].repeat_interleave(16, 1).repeat_interleave(16, 2)
+
+
+def test_tokenizer_shapes_and_reconstruction_improves():
+    model = make_model()
+    frames = tiles(16)
+    tokens = model.encode(frames.reshape(8, 2, *OBS))
+    assert tokens.shape == (8, 2, 16) and tokens.dtype == torch.long
+    assert 0 <= int(tokens.min()) and int(tokens.max()) < model.config.vocab_size
+    decoded = model.decode(tokens)
+    assert decoded.shape == (8, 2, *OBS) and decoded.dtype == torch.uint8
+
+    model.train()
+    model.set_training_stage("tokenizer")
+    batch = Segments(
+        frames.reshape(8, 2, *OBS),
+        torch.zeros(8, 1, dtype=torch.long),
+        torch.zeros(8, 1),
+        torch.zeros(8, 1, dtype=torch.bool),
+        torch.zeros(8, 1, dtype=torch.bool),
+        torch.ones(8, 2, dtype=torch.bool),
+    )
+    opt = torch.optim.Adam(model.tokenizer.parameters(), lr=3e-3)
+    x = frames_to_float(frames)
+    with torch.no_grad():
+        first = (model.tokenizer(x)[0] - x).abs().mean().item()
+    for _ in range(30):
+        losses = model.training_losses(batch)  # both frames of each segment: every frame, every step
+        assert {"loss", "recon_l1", "recon_l2", "gradient", "codebook", "commitment", "perplexity"} <= set(losses)
+        assert all(torch.isfinite(v) for v in losses.values())
+        assert "tokens" not in losses  # the GPT is not trained in this stage
+        opt.zero_grad()
+        losses["loss"].backward()
+        opt.step()
+    with torch.no_grad():
+        recon, quantized = model.tokenizer(x)
+        assert (recon - x).abs().mean().item() < 0.7 * first
+        assert quantized.perplexity > 4  # 4 colours: the codebook has not collapsed onto fewer codes
+
+
+# ---- GPT --------------------------------------------------------------------------------------------
+
+
+def test_gpt_loss_falls_on_a_fixed_batch():
+    model = make_model().train()
+    model.set_training_stage("transformer")
+    batch = segments(4, model, pad=1)
+    opt = torch.optim.Adam(model.gpt.parameters(), lr=1e-2)
+    first = None
+    for _ in range(12):
+        losses = model.training_losses(batch)
+        assert {"loss", "tokens", "reward", "termination"} <= set(losses) and "recon_l1" not in losses
+        opt.zero_grad()
+        losses["loss"].backward()
+        opt.step()
+        first = losses["loss"].item() if first is None else first
+    with torch.no_grad():
+        assert model.training_losses(batch)["loss"].item() < 0.75 * first
+
+
+def test_padding_is_moved_out_of_the_way():
+    """A segment with padded frames before its episode start trains on exactly what the segment
+    of its real frames alone does (the real frames start at position 0 either way)."""
+    model = make_model(randomized=True)
+    model.set_training_stage("transformer")
+    padded = segments(3, model, pad=2)
+    real = Segments(
+        padded.frames[:, 2:],
+        padded.actions[:, 2:],
+        padded.rewards[:, 2:],
+        padded.terminated[:, 2:],
+        padded.truncated[:, 2:],
+        padded.mask[:, 2:],
+    )
+    with torch.no_grad():
+        a, b = model.training_losses(padded), model.training_losses(real)
+    for key in ("tokens", "reward", "termination"):
+        torch.testing.assert_close(a[key], b[key])
+
+
+def test_cached_dreaming_matches_the_full_sequence():
+    """Greedy dreaming with the KV cache picks, at every position, the argmax of the uncached
+    transformer run over the whole dreamed sequence; the heads agree too."""
+    model = make_model(randomized=True, temperature=0.0, context_length=6, slide_frames=1)
+    state = model.init_state(*context(2, model))
+    actions = [[1, 4], [0, 2], [5, 5]]
+    state, _ = run(model, state, actions, seed=0)
+    n = int(state.num_frames[0])
+    assert n == model.context_frames + 3
+    seq = model.gpt.interleave(state.tokens[:, :n], state.actions[:, : n - 1])
+    with torch.no_grad():
+        hidden = model.gpt(seq)
+        p, block = model.tokens_per_frame, model.gpt.block_size
+        start = (model.context_frames - 1) * block + p  # the first dreamed step's action token
+        for q in range(start, seq.shape[1] - 1):
+            if (q + 1) % block == p:
+                continue  # the next token is an action: not predicted
+            assert torch.equal(model.gpt.head_obs(hidden[:, q]).argmax(-1), seq[:, q + 1]), q
+
+
+# ---- per-dream state ----------------------------------------------------------------------------
+
+
+def test_restarting_one_dream_leaves_the_others_unchanged():
+    model = make_model(randomized=True, temperature=1.0, context_length=6)
+    state = model.init_state(*context(3, model))
+    state, _ = run(model, state, [[0, 1, 2], [3, 4, 5], [1, 1, 1]], seed=1)
+    new_frames, new_actions = context(1, model, seed=9)
+    restarted = model.reset_where(state, torch.tensor([False, True, False]), new_frames, new_actions)
+    assert state.num_frames.tolist() == [5, 5, 5]  # the given state is not modified
+    assert restarted.num_frames.tolist() == [5, 2, 5]
+    # the others' windows and cache rows are exactly as they were
+    keep = torch.tensor([0, 2])
+    for name in ("tokens", "actions", "num_frames"):
+        assert torch.equal(getattr(restarted, name)[keep], getattr(state, name)[keep])
+    assert torch.equal(restarted.cache.k[:, keep], state.cache.k[:, keep])
+    assert torch.equal(restarted.cache.v[:, keep], state.cache.v[:, keep])
+    assert torch.equal(restarted.cache.lengths[keep], state.cache.lengths[keep])
+    # and the restarted dream starts exactly as a fresh dream from its new context
+    fresh = model.init_state(new_frames, new_actions)
+    assert torch.equal(restarted.cache.k[:, 1], fresh.cache.k[:, 0])
+    assert torch.equal(restarted.cache.lengths[1], fresh.cache.lengths[0])
+
+    # several steps from the same seed: dreams 0 and 2 slide their full windows while dream 1 fills
+    # its new one, and they dream exactly what they would have without the restart
+    later = [[2, 0, 5], [4, 4, 4], [0, 1, 3]]
+    end_a, a = run(model, restarted, later, seed=5)
+    end_b, b = run(model, state, later, seed=5)
+    for (fa, ra, ta, tok_a), (fb, rb, tb, tok_b) in zip(a, b, strict=True):
+        assert torch.equal(fa[keep], fb[keep]) and torch.equal(tok_a[keep], tok_b[keep])
+        assert torch.equal(ra[keep], rb[keep]) and torch.equal(ta[keep], tb[keep])
+    assert not torch.equal(a[0][0][1], b[0][0][1])  # dream 1 did restart
+    assert end_a.num_frames.tolist() == [6, 5, 6]
+    assert torch.equal(end_a.cache.k[:, keep], end_b.cache.k[:, keep])
+
+
+def test_a_dream_is_the_same_alone_or_in_a_batch():
+    model = make_model(randomized=True, temperature=0.0)
+    frames, actions = context(3, model, seed=2)
+    batch_state = model.init_state(frames, actions)
+    alone_state = model.init_state(frames[:1], actions[:1])
+    steps = [[1, 2, 3], [4, 0, 1], [2, 2, 2], [5, 3, 0], [0, 0, 0]]  # past the 4-frame window
+    _, batched = run(model, batch_state, steps, seed=0)
+    _, alone = run(model, alone_state, [[a[0]] for a in steps], seed=0)
+    for (fb, rb, tb, tok_b), (fa, ra, ta, tok_a) in zip(batched, alone, strict=True):
+        assert torch.equal(tok_b[0], tok_a[0]) and torch.equal(fb[0], fa[0])
+        assert torch.equal(rb[0], ra[0]) and torch.equal(tb[0], ta[0])
+    # the dreams did not all dream the same thing (the test would be vacuous otherwise)
+    assert any(not torch.equal(out[3][0], out[3][1]) for out in batched)
+
+
+@pytest.mark.parametrize("slide", [1, 2])
+def test_sliding_window_equals_a_fresh_dream_from_the_kept_frames(slide):
+    model = make_model(randomized=True, temperature=1.0, slide_frames=slide)
+    w = model.config.context_length
+    state = model.init_state(*context(2, model))
+    state, _ = run(model, state, [[1, 2]] * (w - model.context_frames), seed=0)
+    assert state.num_frames.tolist() == [w, w]  # full: the next step slides
+    kept = model.state_from_tokens(state.tokens[:, slide:w], state.actions[:, slide : w - 1])
+    slid, out_slid = run(model, state, [[3, 4]], seed=7)
+    ref, out_ref = run(model, kept, [[3, 4]], seed=7)
+    assert slid.num_frames.tolist() == ref.num_frames.tolist() == [w - slide + 1] * 2
+    assert torch.equal(out_slid[0][0], out_ref[0][0]) and torch.equal(slid.tokens, ref.tokens)
+    assert torch.equal(slid.cache.lengths, ref.cache.lengths)
+    torch.testing.assert_close(slid.cache.k, ref.cache.k, rtol=0, atol=0)
+    # long dreams stay bounded and keep working
+    state, outputs = run(model, slid, [[0, 5]] * 3 * w, seed=3)
+    assert int(state.num_frames.max()) <= w and int(state.cache.lengths.max()) < state.cache.capacity
+    assert outputs[-1][0].shape == (2, *OBS)
+
+
+def test_kv_cache_rows_are_independent():
+    """The generic transformer: feeding different numbers of tokens to different rows gives each row
+    what a plain causal pass over its own tokens gives."""
+    torch.manual_seed(0)
+    net = Transformer(dim=16, layers=2, heads=2).eval()
+    x = torch.randn(2, 7, 16)
+    with torch.no_grad():
+        full = net(x)
+        cache = net.empty_cache(2, 10)
+        k, v = net.prefill(x[:1, :3])[1:]
+        cache.set_rows(torch.tensor([True, False]), k, v)  # row 0 has 3 tokens cached, row 1 none
+        k, v = net.prefill(x[1:, :5])[1:]
+        cache.set_rows(torch.tensor([1]), k, v)  # row 1: 5 tokens
+        out = net.forward_cached(torch.stack([x[0, 3:5], x[1, 5:7]]), cache)
+    torch.testing.assert_close(out[0], full[0, 3:5], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[1], full[1, 5:7], rtol=1e-5, atol=1e-5)
+    assert cache.lengths.tolist() == [5, 7]
+
+
+def test_bad_input_raises_clear_errors():
+    model = make_model()
+    frames, actions = context(2, model)
+    with pytest.raises(TypeError, match="uint8"):
+        model.init_state(frames.float(), actions)
+    with pytest.raises(ValueError, match="context frames must have shape"):
+        model.init_state(frames[:, :1], actions)
+    with pytest.raises(ValueError, match="context actions"):
+        model.init_state(frames, actions[:, :0])
+    with pytest.raises(ValueError, match=r"actions must be in \[0, 6\)"):
+        model.init_state(frames, actions + 6)
+    state = model.init_state(frames, actions)
+    with pytest.raises(ValueError, match="one action per dream"):
+        model.step(state, torch.tensor([0]))
+    with pytest.raises(TypeError, match="integers"):
+        model.step(state, torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"got values in \[-1, 0\]"):
+        model.step(state, torch.tensor([-1, 0]))
+    with pytest.raises(ValueError, match="mask selects 1 dreams"):
+        model.reset_where(state, torch.tensor([True, False]), frames, actions)
+    with pytest.raises(ValueError, match="unknown training stage"):
+        model.set_training_stage("gpt")
+
+
+# ---- training -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["tokenizer", "transformer"])
+def test_training_stages_train_only_their_part(stage):
+    model = make_model().train()
+    assert model.training_stages() == ["tokenizer", "transformer"]
+    model.set_training_stage(stage)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=1e-2)  # as the trainer builds it
+    for _ in range(2):
+        opt.zero_grad(set_to_none=True)
+        model.training_losses(segments(2, model))["loss"].backward()
+        opt.step()
+    trained, frozen = ("tokenizer.", "gpt.") if stage == "tokenizer" else ("gpt.", "tokenizer.")
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed and all(name.startswith(trained) for name in changed)
+    assert not any(name.startswith(frozen) for name in changed)
+
+
+def test_trainer_trains_and_exports_a_token_model(tmp_path):
+    from neuralenvs.checkpoint import build_world_model, load_checkpoint
+    from neuralenvs.data import Episode, EpisodeDataset
+    from neuralenvs.training import TrainConfig, Trainer
+
+    ds = EpisodeDataset(
+        tmp_path / "data", obs_shape=OBS, num_actions=3, action_meanings=["A", "B", "C"], source="synthetic:noise"
+    )
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        t = 8
+        frames = rng.integers(0, 256, (t + 1, *OBS), dtype=np.uint8)
+        terminated = np.zeros(t, bool)
+        terminated[-1] = True
+        ds.append(Episode(frames, rng.integers(0, 3, t), np.zeros(t, np.float32), terminated, np.zeros(t, bool)))
+    cfg = TrainConfig(
+        family="token",
+        model_config="tiny",
+        data=str(tmp_path / "data"),
+        out=str(tmp_path / "run"),
+        steps=2,
+        batch_size=2,
+        held_out_episodes=1,
+        start_bank_size=4,
+    )
+    trainer = Trainer(cfg, device="cpu")
+    trainer.train(progress=False)
+    assert trainer.stage_index == 2
+    checkpoint = load_checkpoint(trainer.export(progress=False))
+    assert checkpoint.config["provenance"]["stages"] == ["tokenizer", "transformer"]
+    model = build_world_model(checkpoint, device="cpu")
+    state = model.init_state(
+        torch.from_numpy(checkpoint.starts_frames[:2]), torch.from_numpy(checkpoint.starts_actions[:2])
+    )
+    assert model.step(state, torch.tensor([0, 2])).next_frames.shape == (2, *OBS)
