@@ -152,11 +152,13 @@ def test_reward_fraction_oversamples_rewarded_transitions(tmp_path):
         ds.append(ep)
     natural = ds.sample_segments(2000, length=3, rng=np.random.default_rng(0))
     boosted = ds.sample_segments(2000, length=3, rng=np.random.default_rng(0), reward_fraction=0.5)
-    share = lambda seg: float((seg.rewards[:, -1] != 0).float().mean())  # noqa: E731
-    assert share(natural) < 0.08
-    assert 0.45 < share(boosted) < 0.58  # half forced, plus the natural 4% of the rest
-    # a forced segment is still a real window of its episode: the frames follow the actions
-    rewarded = boosted.rewards[:, -1] != 0
-    assert set(boosted.rewards[rewarded, -1].tolist()) == {1.0, -2.0}
+    share = lambda seg: float((seg.rewards != 0).any(dim=1).float().mean())  # noqa: E731
+    assert share(natural) < 0.2
+    assert 0.5 < share(boosted) < 0.7  # half forced, plus the natural ~12% of the rest
+    assert set(boosted.rewards[boosted.rewards != 0].tolist()) == {1.0, -2.0}
+    # the forced reward sits anywhere in the segment, not always last (a recurrent head would
+    # otherwise learn the rhythm)
+    positions = (boosted.rewards != 0).float().argmax(dim=1)[(boosted.rewards != 0).any(dim=1)]
+    assert set(positions.tolist()) == {0, 1, 2}
     with pytest.raises(ValueError, match="reward_fraction"):
         ds.sample_segments(4, length=3, rng=np.random.default_rng(0), reward_fraction=1.5)

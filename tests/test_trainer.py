@@ -120,6 +120,20 @@ def test_fine_tune_with_oversampled_rewards_corrects_the_prior(dataset_path, tmp
     expected = (real / real.sum()).log() - (trained / trained.sum()).log()
     torch.testing.assert_close(offset[1:].double(), expected[1:], rtol=1e-5, atol=1e-5)  # no "-1" in this data
     assert offset[2] < 0 < offset[1]  # "+1" made less likely, "0" more likely than in training
+    # reinit: the named submodule starts fresh, the rest from the checkpoint; resuming the run matches
+    torch.manual_seed(123)
+    reinit = Trainer(config(dataset_path, tmp_path / "reinit", steps=1, init_from=str(base_path),
+                            reinit=("reward_end",)), device="cpu")
+    again = Trainer(config(dataset_path, tmp_path / "reinit", steps=1, init_from=str(base_path),
+                           reinit=("reward_end",)), device="cpu")
+    base_weights = base.model.state_dict()
+    for name, w in reinit.model.state_dict().items():
+        same = torch.equal(w, base_weights[name].half().to(w.dtype))
+        assert same == (not name.startswith("reward_end.") or name.endswith("reward_logit_offset")), name
+        torch.testing.assert_close(again.model.state_dict()[name], w)  # seeded: the same fresh weights
+    with pytest.raises(ValueError, match="reinit names no submodule"):
+        Trainer(config(dataset_path, tmp_path / "bad", steps=1, init_from=str(base_path), reinit=("nope",)),
+                device="cpu")
     with pytest.raises(ValueError, match="is a diffusion model, not token"):
         Trainer(TrainConfig(family="token", model_config="tiny", data=str(dataset_path), out=str(tmp_path / "t"),
                             steps=1, init_from=str(base_path)), device="cpu")

@@ -199,10 +199,11 @@ class EpisodeDataset:
         begin before its episode's start is padded there (zero frames, action 0, mask False),
         as DIAMOND does, so the first steps of every episode are trained on too.
 
-        ``reward_fraction`` > 0 makes about that fraction of the segments end at a transition with a
-        nonzero reward (drawn uniformly among them). Rewards are rare in most games (3% of random
-        Boxing steps), and a reward classifier trained on natural batches can settle on "never"
-        before it finds the signal; oversampling and a prior correction at dream time fix that.
+        ``reward_fraction`` > 0 makes about that fraction of the segments contain a transition with
+        a nonzero reward (drawn uniformly among them), at a uniform position in the segment. Rewards
+        are rare in most games (3% of random Boxing steps), and a reward classifier trained on
+        natural batches can settle on "never" before it finds the signal; oversampling, with a prior
+        correction at dream time, fixes that.
         """
         if not 0.0 <= reward_fraction <= 1.0:
             raise ValueError(f"reward_fraction must be in [0, 1], got {reward_fraction}")
@@ -216,7 +217,10 @@ class EpisodeDataset:
             rewarded = [(k, t) for k, i in enumerate(episodes) for t in np.flatnonzero(self.episode(i).rewards)]
             if rewarded:
                 for b in np.flatnonzero(rng.random(batch_size) < reward_fraction):
-                    chosen[b], lasts[b] = rewarded[rng.integers(len(rewarded))]
+                    k, t = rewarded[rng.integers(len(rewarded))]
+                    # the reward at a uniform position in the segment: always putting it last would
+                    # teach a recurrent head that rewards come every `length` steps
+                    chosen[b], lasts[b] = k, min(t + rng.integers(length), lengths[k] - 1)
         h, w, c = self.obs_shape
         frames = np.zeros((batch_size, length + 1, h, w, c), np.uint8)
         actions = np.zeros((batch_size, length), np.int64)

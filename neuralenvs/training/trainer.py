@@ -55,6 +55,7 @@ class TrainConfig:
     game: str | None = None
     reward_fraction: float = 0.0  # share of segments ending at a rewarded step (then prior-corrected)
     init_from: str | None = None  # a checkpoint of the same family whose weights start the run
+    reinit: tuple[str, ...] = ()  # with init_from: submodules (e.g. "reward_end") that start fresh instead
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -83,6 +84,7 @@ class Trainer:
         if config.game is None and str(self.dataset.meta.get("source", "")).startswith("atari:"):
             config.game = self.dataset.meta["source"].split(":", 1)[1]
         self._check_run_matches()
+        torch.manual_seed(config.seed)  # the same config gives the same initial weights
         self.model: WorldModel = build_model(
             config.family, config.model_config, self.dataset.obs_shape, self.dataset.num_actions
         ).to(self.device)
@@ -109,23 +111,28 @@ class Trainer:
         if checkpoint.family != self.config.family:
             raise ValueError(f"--init-from {path} is a {checkpoint.family} model, not {self.config.family}")
         own = self.model.state_dict()
-        params = {name for name, _ in self.model.named_parameters()}
-        missing = [n for n in own if n not in checkpoint.weights and n in params]
-        unexpected = [n for n in checkpoint.weights if n not in own]
-        wrong = [n for n, w in checkpoint.weights.items() if n in own and w.shape != own[n].shape]
+        fresh = tuple(f"{prefix}." for prefix in self.config.reinit)
+        unknown = [p for p, f in zip(self.config.reinit, fresh, strict=True) if not any(n.startswith(f) for n in own)]
+        if unknown:
+            raise ValueError(f"reinit names no submodule of this model: {unknown}")
+        weights = {n: w for n, w in checkpoint.weights.items() if not n.startswith(fresh)}
+        params = {name for name, _ in self.model.named_parameters() if not name.startswith(fresh)}
+        missing = [n for n in own if n not in weights and n in params]
+        unexpected = [n for n in weights if n not in own]
+        wrong = [n for n, w in weights.items() if n in own and w.shape != own[n].shape]
         if missing or unexpected or wrong:
             raise ValueError(
                 f"the weights in {path} do not fit this model config (missing {missing[:3]}, unexpected "
                 f"{unexpected[:3]}, wrong shape {wrong[:3]}): fine-tune with the checkpoint's own config"
             )
-        self.model.load_state_dict({n: w.to(own[n].dtype) for n, w in checkpoint.weights.items()}, strict=False)
+        self.model.load_state_dict({n: w.to(own[n].dtype) for n, w in weights.items()}, strict=False)
 
     # -- run folder ------------------------------------------------------------------------------
     def _check_run_matches(self) -> None:
         run_file = self.out / "run.json"
         # settings that change neither the model nor the data it sees may differ on resume
         free = ("steps", "out", "save_every_seconds", "precision")
-        asked = {k: v for k, v in asdict(self.config).items() if k not in free}
+        asked = json.loads(json.dumps({k: v for k, v in asdict(self.config).items() if k not in free}))  # as stored
         if run_file.exists():
             before = json.loads(run_file.read_text())
             before = {k: v for k, v in before.items() if k in asked}

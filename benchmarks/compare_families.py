@@ -1,0 +1,126 @@
+"""Families side by side on one game: fidelity, reward/termination heads, utility, speed, size, cost.
+
+    python benchmarks/compare_families.py checkpoints/boxing-diffusion checkpoints/boxing-token
+
+Fidelity and utility are read from each checkpoint's recorded metrics (``neuralenvs fidelity
+--record`` and ``neuralenvs utility --record`` measure them, as DESIGN.md defines them); dreamed
+transitions per second are measured here, every family in the same run, on the trained model. Prints
+a markdown table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dream_speed import measure  # noqa: E402
+
+from neuralenvs.checkpoint import build_world_model, load_checkpoint  # noqa: E402
+from neuralenvs.utils.device import describe_hardware, resolve_device  # noqa: E402
+
+FIDELITY_STEPS = ("1", "5", "15", "50")
+
+
+def summarize(path: str, batches: list[int], device: torch.device, seconds: float) -> dict:
+    checkpoint = load_checkpoint(path)
+    model = build_world_model(checkpoint, device=device)
+    metrics = checkpoint.config.get("metrics", {})
+    provenance = checkpoint.config.get("provenance", {})
+    fidelity = metrics.get("fidelity", {})
+    utility = metrics.get("utility")
+    row = {
+        "checkpoint": str(path),
+        "family": checkpoint.family,
+        "game": checkpoint.game,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "size_mb": sum(f.stat().st_size for f in Path(checkpoint.path).iterdir()) / 1e6,
+        "real_steps": provenance.get("real_steps"),
+        "training_steps": provenance.get("training_steps"),
+        "train_wall_clock_seconds": provenance.get("wall_clock_seconds"),
+        "train_hardware": provenance.get("hardware"),
+        "fidelity": {s: fidelity.get("steps", {}).get(s) for s in FIDELITY_STEPS},
+        "reward": fidelity.get("reward"),
+        "termination": fidelity.get("termination"),
+        "utility": None
+        if utility is None
+        else {
+            "dream_steps": utility["dream_steps"],
+            "agent_mean": utility["agent"]["mean"],
+            "agent_stderr": utility["agent"]["stderr"],
+            "random_mean": utility["random"]["mean"],
+            "random_stderr": utility["random"]["stderr"],
+            "episodes": utility["agent"]["n_episodes"],
+        },
+        "speed": {},
+    }
+    for batch in batches:
+        row["speed"][str(batch)] = measure(model, batch, device, seconds)["transitions_per_second"]
+    return row
+
+
+def _fmt(x: float | None, spec: str = ".2f") -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def markdown(rows: list[dict], batches: list[int]) -> str:
+    head = ["", *[r["family"] for r in rows]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def add(name: str, cells: list[str]) -> None:
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+
+    for s in FIDELITY_STEPS:
+        add(f"PSNR step {s} (repeat-last)", [
+            "–" if r["fidelity"][s] is None
+            else f"{r['fidelity'][s]['psnr']:.2f} ({r['fidelity'][s]['psnr_baseline']:.2f})" for r in rows
+        ])
+    for head_name in ("reward", "termination"):
+        add(f"{head_name} precision / recall", [
+            "–" if r[head_name] is None
+            else f"{_fmt(r[head_name]['precision'])} / {_fmt(r[head_name]['recall'])}"
+            f" ({r[head_name]['predicted']} predicted, {r[head_name]['real']} real)" for r in rows
+        ])
+    add("utility: agent (random), real game", [
+        "–" if r["utility"] is None
+        else f"{r['utility']['agent_mean']:.2f} ± {r['utility']['agent_stderr']:.2f} "
+        f"({r['utility']['random_mean']:.2f} ± {r['utility']['random_stderr']:.2f}), "
+        f"{r['utility']['dream_steps']} dream steps, {r['utility']['episodes']} episodes" for r in rows
+    ])
+    for b in batches:
+        add(f"dreamed transitions/s, batch {b}", [f"{r['speed'][str(b)]:.0f}" for r in rows])
+    add("parameters", [f"{r['parameters'] / 1e6:.2f}M" for r in rows])
+    add("checkpoint size", [f"{r['size_mb']:.1f} MB" for r in rows])
+    add("training steps / wall-clock", [
+        f"{r['training_steps']} / {_fmt(r['train_wall_clock_seconds'], '.0f')} s" for r in rows
+    ])
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoints", nargs="+", help="checkpoint folders or gym ids, one per family")
+    parser.add_argument("--batches", nargs="+", type=int, default=[16, 64])
+    parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per speed measurement")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="benchmarks/results/compare_families.json")
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    rows = [summarize(path, args.batches, device, args.seconds) for path in args.checkpoints]
+    table = markdown(rows, args.batches)
+    print(f"device {device} ({describe_hardware()}), {torch.get_num_threads()} torch threads\n")
+    print(table)
+    result = {"device": str(device), "hardware": describe_hardware(), "torch_threads": torch.get_num_threads(),
+              "rows": rows, "markdown": table}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
