@@ -1185,7 +1185,8 @@ def build_world_model(checkpoint: Checkpoint, device: str | torch.device | None 
         ) from exc
 
     expected = model.state_dict()
-    stored = checkpoint.weights
+    # tensors the family added after this checkpoint was written load with their neutral value
+    stored = {**model.legacy_weight_defaults(), **checkpoint.weights}
     missing = [name for name in expected if name not in stored]
     unexpected = [name for name in stored if name not in expected]
     mismatch_hint = (

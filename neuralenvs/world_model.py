@@ -122,6 +122,11 @@ class WorldModel(nn.Module, abc.ABC):
     def set_training_stage(self, stage: str) -> None:  # noqa: B027 - optional hook
         pass
 
+    def legacy_weight_defaults(self) -> dict[str, torch.Tensor]:
+        """Tensors added to the family after checkpoints of it were shipped, each with the value
+        that reproduces the older behaviour, so those checkpoints keep loading."""
+        return {}
+
     def correct_reward_prior(self, trained: torch.Tensor, real: torch.Tensor) -> None:
         """Called by the trainer when it oversampled rewarded transitions: reward sign classes
         (-1, 0, +1) were seen with frequencies ``trained`` [3] but occur with ``real`` [3]. A family

@@ -143,6 +143,9 @@ class DiffusionWorldModel(WorldModel):
     def correct_reward_prior(self, trained: torch.Tensor, real: torch.Tensor) -> None:
         self.reward_end.correct_reward_prior(trained, real)
 
+    def legacy_weight_defaults(self) -> dict[str, torch.Tensor]:
+        return {"reward_end.reward_logit_offset": torch.zeros_like(self.reward_end.reward_logit_offset)}
+
     def training_losses(self, batch: Segments) -> dict[str, torch.Tensor]:
         """Denoising loss on ``config.denoising_targets`` frames per segment plus the
         reward/termination losses over the whole segment.
