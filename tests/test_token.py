@@ -388,3 +388,8 @@ def test_trainer_trains_and_exports_a_token_model(tmp_path):
         torch.from_numpy(checkpoint.starts_frames[:2]), torch.from_numpy(checkpoint.starts_actions[:2])
     )
     assert model.step(state, torch.tensor([0, 2])).next_frames.shape == (2, *OBS)
+    # the run folder resumes both stages' result: a new trainer picks up the finished state
+    again = Trainer(cfg, device="cpu")
+    assert again.stage_index == 2
+    for name, w in trainer.model.state_dict().items():
+        torch.testing.assert_close(again.model.state_dict()[name], w)
