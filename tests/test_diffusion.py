@@ -348,3 +348,23 @@ def test_heun_and_patch_configs_dream():
         state = model.init_state(*context(2, model))
         assert model.step(state, torch.tensor([0, 1])).next_frames.shape == (2, 15, 17, 3)
         assert torch.isfinite(model.training_losses(segments(2, model))["loss"])
+
+
+def test_balanced_reward_loss_weighs_each_present_class_equally():
+    torch.manual_seed(0)
+    model = RewardEndModel(3, (8, 8), 3, channels=(4,), depths=(1,), cond_dim=8, lstm_dim=6)
+    frames = torch.rand(2, 5, 3, 8, 8) * 2 - 1
+    actions = torch.randint(0, 3, (2, 4))
+    rewards, terminated = torch.zeros(2, 4), torch.zeros(2, 4, dtype=torch.bool)
+    rewards[0, 2] = 3.0  # one "+1" among 7 counted "0"s (the first transition of row 1 is padding)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[1, 0] = False
+    logits, _, _ = model(frames[:, :-1], actions, frames[:, 1:])
+    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), reward_to_class(rewards).flatten(), reduction="none")
+    counted = (mask[:, :-1] & mask[:, 1:]).flatten()
+    positive = (rewards != 0).flatten()
+    expected = (ce[positive].mean() + ce[counted & ~positive].mean()) / 2
+    balanced = model.losses(frames, actions, rewards, terminated, mask, balance_rewards=True)["reward"]
+    torch.testing.assert_close(balanced, expected)
+    plain = model.losses(frames, actions, rewards, terminated, mask)["reward"]
+    torch.testing.assert_close(plain, ce[counted].mean())

@@ -156,6 +156,7 @@ class RewardEndModel(nn.Module):
         terminated: torch.Tensor,
         mask: torch.Tensor,
         burn_in: int = 0,
+        balance_rewards: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Cross-entropy losses over segments, the LSTM starting from zero memory.
 
@@ -163,7 +164,10 @@ class RewardEndModel(nn.Module):
         ``mask``: bool [B, T + 1], True on real frames. A transition counts only when both of its
         frames are real and it comes after the first ``burn_in`` transitions (which only warm the
         memory up). Returns ``{"reward", "termination"}``, each a mean over the counted transitions
-        (zero when none count).
+        (zero when none count). ``balance_rewards`` weighs the reward loss so that every reward class
+        present in the batch carries the same total weight (a rare class is otherwise outvoted by
+        "no reward"); the model then learns as if the classes were equally frequent, which
+        ``correct_reward_prior`` with uniform ``trained`` frequencies undoes at dream time.
         """
         rew_logits, end_logits, _ = self(frames[:, :-1], actions, frames[:, 1:])
         valid = mask[:, :-1] & mask[:, 1:]
@@ -176,4 +180,10 @@ class RewardEndModel(nn.Module):
         )
         end_loss = F.cross_entropy(end_logits.flatten(0, 1).float(), terminated.long().flatten(), reduction="none")
         w = valid.flatten().float()
-        return {"reward": (rew_loss * w).sum() / count, "termination": (end_loss * w).sum() / count}
+        rew_w = w
+        if balance_rewards:
+            classes = reward_to_class(rewards).flatten()
+            per_class = torch.zeros(NUM_REWARD_CLASSES, device=w.device).index_add_(0, classes, w)
+            present = (per_class > 0).sum().clamp(min=1)
+            rew_w = w * count / (present * per_class.clamp(min=1)[classes])  # each class: count / present
+        return {"reward": (rew_loss * rew_w).sum() / count, "termination": (end_loss * w).sum() / count}

@@ -51,6 +51,9 @@ class DiffusionConfig:
     segment_length: int = 18  # transitions per segment: K - 1 burn-in + 15 (DIAMOND's dream horizon)
     denoising_targets: int = 1  # frames per segment the denoiser is trained to predict
     rew_loss_weight: float = 1.0
+    # every reward class weighs the same in the reward loss; use with the trainer's reward_fraction,
+    # whose dream-time prior correction then starts from equal class frequencies
+    rew_balance_classes: bool = False
     batch_size: int = 32
     learning_rate: float = 1e-4
     weight_decay: float = 1e-2

@@ -141,6 +141,8 @@ class DiffusionWorldModel(WorldModel):
     # ---- training -----------------------------------------------------------------------------
 
     def correct_reward_prior(self, trained: torch.Tensor, real: torch.Tensor) -> None:
+        if self.config.rew_balance_classes:  # the loss made every class equally frequent
+            trained = torch.ones_like(torch.as_tensor(trained, dtype=torch.float64))
         self.reward_end.correct_reward_prior(trained, real)
 
     def legacy_weight_defaults(self) -> dict[str, torch.Tensor]:
@@ -177,7 +179,10 @@ class DiffusionWorldModel(WorldModel):
             target=frames[rows, pos].flatten(0, 1),
             weight=batch.mask[rows, pos].flatten(),
         )
-        rew_end = self.reward_end.losses(frames, actions, batch.rewards, batch.terminated, batch.mask)
+        rew_end = self.reward_end.losses(
+            frames, actions, batch.rewards, batch.terminated, batch.mask,
+            balance_rewards=self.config.rew_balance_classes,
+        )
         loss = denoising + self.config.rew_loss_weight * (rew_end["reward"] + rew_end["termination"])
         return {
             "loss": loss,
