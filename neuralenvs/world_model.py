@@ -152,6 +152,12 @@ class WorldModel(nn.Module, abc.ABC):
             raise ValueError(f"context actions must have shape [B, {k - 1}], got {list(actions.shape)}")
         return frames.to(self.device), self.check_actions(actions)
 
+    def check_step_actions(self, actions: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """One valid action per dream (shape ``[batch_size]``), as long on the model's device."""
+        if actions.shape != (batch_size,):
+            raise ValueError(f"step needs one action per dream: shape [{batch_size}], got {list(actions.shape)}")
+        return self.check_actions(actions)
+
     def check_actions(self, actions: torch.Tensor) -> torch.Tensor:
         """Integer actions in ``[0, num_actions)``, as long on the model's device."""
         if actions.dtype.is_floating_point or actions.dtype == torch.bool:

@@ -89,9 +89,7 @@ class DiffusionWorldModel(WorldModel):
         Randomness (the sampler's starting noise, then the head samples when ``sample_heads``) is
         drawn from ``generator`` in a fixed order, so the same seed gives the same dream.
         """
-        if actions.shape != (state.batch_size,):
-            raise ValueError(f"step needs one action per dream: shape [{state.batch_size}], got {list(actions.shape)}")
-        actions = self.check_actions(actions)
+        actions = self.check_step_actions(actions, state.batch_size)
         cfg = self.config
         ctx_actions = torch.cat([state.actions, actions[:, None]], dim=1)  # taken at the K context frames
         next_x = sample_next_frame(

@@ -182,9 +182,7 @@ class TokenWorldModel(WorldModel):
 
         ``state`` is not modified: the new state is a copy.
         """
-        if actions.shape != (state.batch_size,):
-            raise ValueError(f"step needs one action per dream: shape [{state.batch_size}], got {list(actions.shape)}")
-        actions = self.check_actions(actions)
+        actions = self.check_step_actions(actions, state.batch_size)
         p = self.tokens_per_frame
         new = state.clone()
         self._slide(new)
