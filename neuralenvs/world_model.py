@@ -87,6 +87,10 @@ class WorldModel(nn.Module, abc.ABC):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
     @abc.abstractmethod
     def init_state(self, frames: torch.Tensor, actions: torch.Tensor) -> Any:
         """Encode real context ``frames`` uint8[B, K, H, W, C] and ``actions`` long[B, K-1]."""

@@ -103,6 +103,7 @@ class EpisodeDataset:
         index_path = self.path / "index.json"
         self._index: list[dict] = json.loads(index_path.read_text()) if index_path.exists() else []
         self._cache: dict[int, Episode] = {}
+        self._rewarded_steps: dict[int, np.ndarray] = {}  # episode -> its steps with a nonzero reward
 
     # -- what is in it -----------------------------------------------------------------------
     @property
@@ -214,10 +215,16 @@ class EpisodeDataset:
         chosen = rng.choice(len(episodes), size=batch_size, p=lengths / lengths.sum())
         lasts = rng.integers(lengths[chosen].astype(np.int64))  # each segment's last transition
         if reward_fraction > 0:
-            rewarded = [(k, t) for k, i in enumerate(episodes) for t in np.flatnonzero(self.episode(i).rewards)]
-            if rewarded:
+            for i in episodes:  # read each episode once, not on every batch
+                if i not in self._rewarded_steps:
+                    self._rewarded_steps[i] = np.flatnonzero(self.episode(i).rewards)
+            steps = [self._rewarded_steps[i] for i in episodes]
+            rewarded_episode = np.repeat(np.arange(len(episodes)), [len(t) for t in steps])
+            rewarded_step = np.concatenate(steps)
+            if len(rewarded_step):
                 for b in np.flatnonzero(rng.random(batch_size) < reward_fraction):
-                    k, t = rewarded[rng.integers(len(rewarded))]
+                    j = rng.integers(len(rewarded_step))
+                    k, t = rewarded_episode[j], rewarded_step[j]
                     # the reward at a uniform position in the segment: always putting it last would
                     # teach a recurrent head that rewards come every `length` steps
                     chosen[b], lasts[b] = k, min(t + rng.integers(length), lengths[k] - 1)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from neuralenvs.data import EpisodeDataset
 from neuralenvs.models import build_model
+from neuralenvs.nn.reward_end import NUM_REWARD_CLASSES, reward_to_class
 from neuralenvs.utils.device import describe_hardware, resolve_device
 from neuralenvs.utils.io import atomic_write_text, fsync_dir, temp_sibling, write_file_durably
 from neuralenvs.world_model import Segments, WorldModel
@@ -112,9 +113,9 @@ class Trainer:
             raise ValueError(f"--init-from {path} is a {checkpoint.family} model, not {self.config.family}")
         own = self.model.state_dict()
         fresh = tuple(f"{prefix}." for prefix in self.config.reinit)
-        unknown = [p for p, f in zip(self.config.reinit, fresh, strict=True) if not any(n.startswith(f) for n in own)]
+        unknown = [prefix for prefix in fresh if not any(name.startswith(prefix) for name in own)]
         if unknown:
-            raise ValueError(f"reinit names no submodule of this model: {unknown}")
+            raise ValueError(f"reinit names no submodule of this model: {[u.rstrip('.') for u in unknown]}")
         weights = {n: w for n, w in checkpoint.weights.items() if not n.startswith(fresh)}
         params = {name for name, _ in self.model.named_parameters() if not name.startswith(fresh)}
         missing = [n for n in own if n not in weights and n in params]
@@ -242,13 +243,13 @@ class Trainer:
         """Reward sign class (-1, 0, +1) frequencies among the transitions training scores (both
         frames real), measured on sampled batches, and in the training episodes themselves."""
         rng = np.random.default_rng(self.config.seed + 1)  # leaves the training stream untouched
-        trained = torch.zeros(3, dtype=torch.float64)
+        trained = torch.zeros(NUM_REWARD_CLASSES, dtype=torch.float64)
         for _ in range(batches):
             batch = self._sample(rng)
             valid = batch.mask[:, :-1] & batch.mask[:, 1:]
-            trained += torch.bincount(batch.rewards[valid].sign().long() + 1, minlength=3)
-        rewards = np.concatenate([self.dataset.episode(i).rewards for i in self.train_episodes])
-        real = torch.from_numpy(np.bincount(np.sign(rewards).astype(np.int64) + 1, minlength=3)).double()
+            trained += torch.bincount(reward_to_class(batch.rewards[valid]), minlength=NUM_REWARD_CLASSES)
+        rewards = torch.from_numpy(np.concatenate([self.dataset.episode(i).rewards for i in self.train_episodes]))
+        real = torch.bincount(reward_to_class(rewards), minlength=NUM_REWARD_CLASSES).double()
         return trained, real
 
     def train_step(self) -> dict[str, float]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
+
+from neuralenvs.models.presets import lists_to_tuples, named_preset
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,7 @@ class DiffusionConfig:
     max_grad_norm: float = 1.0
 
     def __post_init__(self) -> None:
-        # JSON gives lists back; keep tuples so that configs compare equal and stay hashable
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, list):
-                object.__setattr__(self, f.name, tuple(value))
+        lists_to_tuples(self)
         k = self.num_context_frames
         if k < 1:
             raise ValueError(f"num_context_frames must be >= 1, got {k}")
@@ -86,9 +83,7 @@ class DiffusionConfig:
     @classmethod
     def named(cls, name: str) -> DiffusionConfig:
         """A named preset: ``"tiny"`` (unit tests), ``"small"`` (CPU-friendly), ``"paper"`` (DIAMOND)."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown diffusion config {name!r}; known: {sorted(PRESETS)}")
-        return cls(**PRESETS[name])
+        return named_preset(cls, PRESETS, name, "diffusion")
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -15,7 +15,7 @@ import torch
 from neuralenvs.models.diffusion.config import DiffusionConfig
 from neuralenvs.models.diffusion.denoiser import Denoiser
 from neuralenvs.models.diffusion.sampler import sample_next_frame
-from neuralenvs.nn.reward_end import RewardEndModel, choose_classes, class_to_reward
+from neuralenvs.nn.reward_end import NUM_REWARD_CLASSES, RewardEndModel, choose_classes, class_to_reward
 from neuralenvs.world_model import Segments, StepResult, WorldModel, float_to_frames, frames_to_float
 
 
@@ -57,10 +57,6 @@ class DiffusionWorldModel(WorldModel):
     @property
     def context_frames(self) -> int:
         return self.config.num_context_frames
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
 
     # ---- dreaming -----------------------------------------------------------------------------
 
@@ -140,7 +136,7 @@ class DiffusionWorldModel(WorldModel):
 
     def correct_reward_prior(self, trained: torch.Tensor, real: torch.Tensor) -> None:
         if self.config.rew_balance_classes:  # the loss made every class equally frequent
-            trained = torch.ones_like(torch.as_tensor(trained, dtype=torch.float64))
+            trained = torch.ones(NUM_REWARD_CLASSES)
         self.reward_end.correct_reward_prior(trained, real)
 
     def legacy_weight_defaults(self) -> dict[str, torch.Tensor]:

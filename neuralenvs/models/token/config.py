@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
+
+from neuralenvs.models.presets import lists_to_tuples, named_preset
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,7 @@ class TokenConfig:
     max_grad_norm: float = 10.0
 
     def __post_init__(self) -> None:
-        # JSON gives lists back; keep tuples so that configs compare equal and stay hashable
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, list):
-                object.__setattr__(self, f.name, tuple(value))
+        lists_to_tuples(self)
         if not len(self.tok_channels) == len(self.tok_depths) == len(self.tok_attention):
             raise ValueError("tok_channels, tok_depths and tok_attention need one entry per tokenizer level")
         if min(self.tok_depths) < 1:
@@ -98,9 +95,7 @@ class TokenConfig:
     @classmethod
     def named(cls, name: str) -> TokenConfig:
         """A named preset: ``"tiny"`` (unit tests), ``"small"`` (CPU-friendly), ``"paper"`` (IRIS)."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown token config {name!r}; known: {sorted(PRESETS)}")
-        return cls(**PRESETS[name])
+        return named_preset(cls, PRESETS, name, "token")
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -81,10 +81,6 @@ class TokenWorldModel(WorldModel):
     def context_frames(self) -> int:
         return self.config.num_context_frames
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
-
     # ---- tokens -------------------------------------------------------------------------------
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
