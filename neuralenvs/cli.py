@@ -85,6 +85,27 @@ def cmd_utility(args: argparse.Namespace) -> None:
         update_metrics(resolve_checkpoint(args.checkpoint), utility=result)
 
 
+def cmd_bench_atari100k(args: argparse.Namespace) -> None:
+    from neuralenvs.bench.atari100k import grid_configs, run_grid
+    from neuralenvs.envs.atari import ATARI100K_GAMES
+
+    games = list(ATARI100K_GAMES) if args.games == ["all"] else args.games
+    overrides = {"algo": args.algo, "eval_episodes": args.eval_episodes, "model_config": args.config}
+    configs = grid_configs(games, args.seeds, args.families, args.budget, args.out, **overrides)
+    summary = run_grid(configs, args.out, ray_address=args.ray, device=args.device)
+    for result in summary["runs"]:
+        print(f"{result['game']:>14} {result['family']:>9} seed {result['seed']}: score {result['score']:.1f} "
+              f"(HNS {result['hns']:.3f}), {result['wall_clock_seconds']:.0f} s on {result['device']}")
+    print((Path(args.out) / "results.md").read_text())
+
+
+def cmd_bench_scores(args: argparse.Namespace) -> None:
+    from neuralenvs.bench.scores import aggregate
+
+    scores = json.loads(Path(args.file).read_text())
+    _write_json(aggregate(scores), args.json)
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     import neuralenvs
 
@@ -159,6 +180,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None)
     p.add_argument("--record", action="store_true", help="also store the result in the checkpoint's metrics")
     p.set_defaults(func=cmd_utility)
+
+    p = sub.add_parser("bench", help="benchmarks: the Atari 100k grid, score aggregation")
+    bench = p.add_subparsers(dest="benchmark", required=True)
+    p = bench.add_parser("atari100k", help="imagination runs over games x seeds x families, scored with rliable")
+    p.add_argument("--games", nargs="+", default=["Boxing"], help="Atari 100k games, or 'all' for the 26")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--families", nargs="+", default=["diffusion"])
+    p.add_argument("--budget", default="smoke", choices=["smoke", "cpu", "full"],
+                   help="smoke: minutes on a CPU (CI); cpu: hours on a CPU; full: DIAMOND's schedule (GPU)")
+    p.add_argument("--out", default="runs/atari100k", help="grid folder; re-running the command resumes every run")
+    p.add_argument("--algo", default=None, help="SB3 agent: ppo (default), a2c, dqn")
+    p.add_argument("--config", default=None, help="world-model config (default: the budget's)")
+    p.add_argument("--eval-episodes", type=int, default=None, help="final real test episodes (default: the budget's)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run on Ray: no ADDRESS starts a local cluster, 'auto' joins a running one")
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when present)")
+    p.set_defaults(func=cmd_bench_atari100k)
+    p = bench.add_parser("scores", help="mean, median, IQM and optimality gap of a {game: [scores]} JSON")
+    p.add_argument("file", help="e.g. a published method's file from neuralenvs/bench/reference/")
+    p.add_argument("--json", default=None)
+    p.set_defaults(func=cmd_bench_scores)
 
     p = sub.add_parser("list", help="list the registered gym ids")
     p.add_argument("--kind", default=None, help="real, diffusion, ...")

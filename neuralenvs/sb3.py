@@ -33,6 +33,7 @@ from neuralenvs.envs.dream import DreamVectorEnv
 
 __all__ = [
     "ALGORITHMS",
+    "default_algo_kwargs",
     "DreamSB3VecEnv",
     "make_sb3_env",
     "train_in_dream",
@@ -51,6 +52,11 @@ _DEFAULT_ALGO_KWARGS: dict[str, dict[str, Any]] = {
     "ppo": {"n_steps": 64, "batch_size": 256, "n_epochs": 4, "learning_rate": 2.5e-4, "ent_coef": 0.01},
     "dqn": {"buffer_size": 100_000},
 }
+
+
+def default_algo_kwargs(algo: str) -> dict[str, Any]:
+    """The constructor settings neuralenvs uses for ``algo`` in a dream (a copy; see above)."""
+    return dict(_DEFAULT_ALGO_KWARGS.get(algo.lower(), {}))
 
 
 class DreamSB3VecEnv(VecEnv):
@@ -201,7 +207,7 @@ def train_in_dream(
     """
     name, cls = _algorithm(algo)
     vec_env = make_sb3_env(env, n_envs, **(env_kwargs or {}))
-    kwargs = {**_DEFAULT_ALGO_KWARGS.get(name, {}), **(algo_kwargs or {})}
+    kwargs = {**default_algo_kwargs(name), **(algo_kwargs or {})}
     model = cls(policy, vec_env, seed=seed, verbose=verbose, **kwargs)
     model.learn(total_timesteps=int(total_timesteps), progress_bar=progress_bar)
     return model

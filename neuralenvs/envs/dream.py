@@ -417,6 +417,21 @@ class DreamVectorEnv(VectorEnv):
         self._state = None
         self._stack = None
 
+    def set_starts(self, starts: StartBank) -> None:
+        """Replace the start bank; dreams running now go on, later (re)starts come from ``starts``.
+
+        The imagination loop calls this after each round of real collection, so the agent's
+        dreams start from the newest real states without rebuilding the environment.
+        """
+        if not isinstance(starts, StartBank):
+            raise TypeError(f"starts must be a StartBank, got {type(starts).__name__}")
+        starts.check_compatible(self.model.obs_shape, self.model.num_actions, self._context_frames)
+        was_bank = self._source is self._bank
+        self.starts = starts
+        self._bank = _Starts(starts, self._context_frames, self.frame_stack, self.device)
+        if was_bank:
+            self._source = self._bank
+
     # ----------------------------------------------------------------------------- inspection
     @property
     def state(self) -> Any:

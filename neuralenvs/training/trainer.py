@@ -234,6 +234,15 @@ class Trainer:
         self.model.eval()
         return self.model
 
+    def refresh_data(self, progress: bool = False) -> None:
+        """Take in episodes appended to the dataset since the trainer was built (the imagination
+        loop grows it between training phases); the held-out episodes stay the newest ones."""
+        held_out = min(self.config.held_out_episodes, self.dataset.num_episodes - 1)
+        self.train_episodes, self.test_episodes = self.dataset.split(held_out)
+        self.dataset.load(self.train_episodes, progress=progress)
+        if self.config.reward_fraction > 0:
+            self.model.correct_reward_prior(*self._reward_class_frequencies())
+
     def _sample(self, rng: np.random.Generator) -> Segments:
         return self.dataset.sample_segments(
             self.config.batch_size, self.segment_length, rng, self.train_episodes, self.config.reward_fraction
