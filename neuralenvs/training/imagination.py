@@ -126,8 +126,9 @@ class ImaginationConfig:
 
 
 # Named budgets. ``full`` is DIAMOND's schedule (days on one GPU per game and seed). ``cpu`` keeps
-# the 100k real steps but trains the world model and the agent far less, to fit in a couple of
-# hours on 2 CPU cores. ``smoke`` exercises every phase in a few minutes, for CI.
+# the 100k real steps but trains the world model and the agent far less, to fit in about an hour
+# on 2 CPU cores with the token family's ``small`` config. ``smoke`` exercises every phase in a
+# few minutes, for CI.
 BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": dict(
         real_steps=1_000, warmup_steps=600, steps_per_epoch=200, model_config="tiny",
@@ -137,9 +138,9 @@ BUDGETS: dict[str, dict[str, Any]] = {
         start_bank_size=64, eval_episodes=2, eval_max_steps=1_000,
     ),
     "cpu": dict(
-        real_steps=100_000, warmup_steps=5_000, steps_per_epoch=5_000, model_config="small",
-        wm_steps_first_epoch=1_000, wm_steps_per_epoch=150, wm_lr=3e-4,
-        agent_steps_first_epoch=20_480, agent_steps_per_epoch=20_480, n_dreams=16,
+        real_steps=100_000, warmup_steps=10_000, steps_per_epoch=10_000, model_config="small",
+        wm_steps_first_epoch=1_000, wm_steps_per_epoch=200, wm_lr=3e-4,
+        agent_steps_first_epoch=10_240, agent_steps_per_epoch=10_240, n_dreams=16,
         start_bank_size=1024, eval_episodes=100,
     ),
     "full": dict(
