@@ -156,3 +156,30 @@ def test_two_smoke_runs_on_a_local_ray_cluster(tmp_path: Path) -> None:
     assert sorted(r["seed"] for r in summary["runs"]) == [0, 1]
     assert all(r["real_steps"] == QUICK["real_steps"] for r in summary["runs"])
     assert all((tmp_path / f"Boxing-diffusion-s{s}" / "result.json").exists() for s in (0, 1))
+
+
+@pytest.mark.slow
+def test_a_ray_task_that_loses_its_worker_resumes_its_run(tmp_path: Path) -> None:
+    """kill -9 the Ray worker mid-run: Ray retries the task and the retry continues the run."""
+    pytest.importorskip("ray")
+    import threading
+
+    from neuralenvs.bench.atari100k import grid_configs, run_grid
+
+    (config,) = grid_configs(["Boxing"], [0], ["diffusion"], "smoke", tmp_path, **QUICK)
+    progress = Path(config.out) / "progress.json"
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.update(run_grid([config], tmp_path, ray_address="local")))
+    thread.start()
+    deadline = time.monotonic() + 300
+    while not (progress.exists() and json.loads(progress.read_text())["epoch"] >= 1):
+        assert thread.is_alive() and time.monotonic() < deadline, "the run never reached epoch 1"
+        time.sleep(0.2)
+    at_kill = json.loads(progress.read_text())
+    # Ray names a worker's process after the task it runs
+    killed = subprocess.run(["pkill", "-9", "-f", "ray::_run_one"], check=False).returncode == 0
+    thread.join(timeout=600)
+    assert killed and not thread.is_alive()
+    (result,) = outcome["runs"]
+    assert result["real_steps"] == config.real_steps
+    assert result["wall_clock_seconds"] > at_kill["wall_seconds"]  # the retry went on from the saved run
