@@ -40,12 +40,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     model_config = args.config
     if model_config.endswith(".json"):  # a full config, e.g. a named one with changes
         model_config = json.loads(Path(model_config).read_text())
+    data = args.data
+    if args.video is not None:  # imported once, next to the run, then trained on like episodes
+        from neuralenvs.data.video import import_videos
+
+        data = str(import_videos(args.video, Path(args.out) / "video-episodes").path)
     config = TrainConfig(
-        family=args.family, model_config=model_config, data=args.data, out=args.out,
+        family=args.family, model_config=model_config, data=data, out=args.out,
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         held_out_episodes=args.held_out, save_every_seconds=args.save_every, precision=args.precision,
         game=args.game, segment_length=args.segment_length, reward_fraction=args.reward_fraction,
         init_from=args.init_from, reinit=tuple(args.reinit),
+        labelled_data=args.labelled, labelled_steps=args.labelled_steps,
     )
     path = train_world_model(config, device=args.device)
     print(f"checkpoint written to {path}")
@@ -136,9 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a world model on an episode dataset (resumable)")
     p.add_argument("--family", required=True, help="world-model family, e.g. diffusion")
     p.add_argument("--config", default="small", help="named model config (tiny, small, paper) or a config .json")
-    p.add_argument("--data", required=True, help="episode dataset folder (neuralenvs collect)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="episode dataset folder (neuralenvs collect)")
+    source.add_argument("--video", metavar="DIR",
+                        help="folder of videos (.mp4, .avi) or image sequences, no actions (genie); "
+                             "imported once into OUT/video-episodes")
     p.add_argument("--out", required=True, help="run folder; re-running the command resumes it")
     p.add_argument("--steps", type=int, required=True, help="optimizer steps per training stage")
+    p.add_argument("--labelled", default=None, metavar="DATA",
+                   help="genie: episode dataset whose first --labelled-steps transitions fit the action "
+                        "map and the reward/termination heads (without it: latent actions, no heads)")
+    p.add_argument("--labelled-steps", type=int, default=5000, help="cap on the labelled transitions used")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--held-out", type=int, default=5, help="last episodes kept out for fidelity")

@@ -115,19 +115,31 @@ def load_world_model(env_id_or_path, device=None):
     return load_world_model_and_starts(env_id_or_path, device=device)[0]
 
 
-def make_dream_env(checkpoint: str, horizon: int = 1000, **kwargs):
-    """Entry point of the dream ids: one dream as a ``gymnasium.Env``."""
+def _model_and_starts(checkpoint: str, prompt, device):
+    """The checkpoint's model and where its dreams start: its start bank, or with ``prompt`` (an
+    image array or file path) that image, on every reset (Genie's single-image start)."""
+    from neuralenvs.envs.starts import StartBank
+
+    model, starts, _ = load_world_model_and_starts(checkpoint, device=device)
+    if prompt is not None:
+        starts = StartBank.from_prompt(prompt, model.context_frames, model.obs_shape)
+    return model, starts
+
+
+def make_dream_env(checkpoint: str, horizon: int = 1000, prompt=None, **kwargs):
+    """Entry point of the dream ids: one dream as a ``gymnasium.Env`` (``prompt``: an image or
+    image file every reset starts from, instead of the checkpoint's start bank)."""
     from neuralenvs.envs.dream import DreamEnv
 
     device = kwargs.pop("device", None)
-    model, starts, _ = load_world_model_and_starts(checkpoint, device=device)
+    model, starts = _model_and_starts(checkpoint, prompt, device)
     return DreamEnv(model, starts, horizon=horizon, device=device, **kwargs)
 
 
-def make_dream_vector_env(checkpoint: str, num_envs: int = 1, horizon: int = 1000, **kwargs):
+def make_dream_vector_env(checkpoint: str, num_envs: int = 1, horizon: int = 1000, prompt=None, **kwargs):
     """Vector entry point of the dream ids: ``num_envs`` dreams stepped in one forward pass."""
     from neuralenvs.envs.dream import DreamVectorEnv
 
     device = kwargs.pop("device", None)
-    model, starts, _ = load_world_model_and_starts(checkpoint, device=device)
+    model, starts = _model_and_starts(checkpoint, prompt, device)
     return DreamVectorEnv(model, starts, num_envs=num_envs, horizon=horizon, device=device, **kwargs)

@@ -71,6 +71,11 @@ class WorldModel(nn.Module, abc.ABC):
 
     family: ClassVar[str]
     config_class: ClassVar[type]
+    # Stages that need action-labelled data in a family that learns its other stages from
+    # unlabelled video (genie: its reward and termination heads and action map). The trainer
+    # samples them from ``TrainConfig.labelled_data`` and skips them without it. Families that
+    # learn everything from labelled episodes leave this empty.
+    labelled_stages: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any, obs_shape: tuple[int, int, int], num_actions: int) -> None:
         super().__init__()
@@ -125,6 +130,13 @@ class WorldModel(nn.Module, abc.ABC):
 
     def set_training_stage(self, stage: str) -> None:  # noqa: B027 - optional hook
         pass
+
+    def prepare_stage(self, stage: str, dataset: Any, episodes: list[int]) -> dict[str, Any] | None:
+        """A one-off fit before ``stage`` trains, on the ``episodes`` of the ``EpisodeDataset`` that
+        stage samples (genie fits its real-to-latent action map here). The trainer calls it when
+        the stage starts and again when a run resumes inside it, so it must be deterministic.
+        Returns a JSON-able summary for the checkpoint's provenance, or ``None``."""
+        return None
 
     def legacy_weight_defaults(self) -> dict[str, torch.Tensor]:
         """Tensors added to the family after checkpoints of it were shipped, each with the value

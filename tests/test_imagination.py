@@ -51,6 +51,12 @@ def test_budget_errors_name_the_choices() -> None:
         ImaginationConfig.from_budget("smoke", "Pong", "unused", warmup_steps=5_000)
 
 
+def test_a_family_that_needs_a_separate_labelled_set_is_refused(tmp_path: Path) -> None:
+    config = ImaginationConfig.from_budget("smoke", "Boxing", str(tmp_path / "run"), family="genie")
+    with pytest.raises(ValueError, match="genie"):
+        ImaginationRun(config, progress=False)
+
+
 def test_collection_stores_chunks_that_continue_the_same_game(tmp_path: Path) -> None:
     config = ImaginationConfig.from_budget("smoke", "Boxing", str(tmp_path / "run"), **QUICK)
     run = ImaginationRun(config, progress=False)

@@ -73,6 +73,7 @@ class EpisodeDataset:
         num_actions: int | None = None,
         action_meanings: list[str] | None = None,
         source: str | None = None,
+        labelled: bool = True,
     ) -> None:
         self.path = Path(path)
         meta_path = self.path / "meta.json"
@@ -98,6 +99,7 @@ class EpisodeDataset:
                 "num_actions": int(num_actions),
                 "action_meanings": list(action_meanings) if action_meanings else None,
                 "source": source,
+                "labelled": bool(labelled),  # False: video, whose actions (all 0) mean nothing
             }
             atomic_write_text(meta_path, json.dumps(self.meta, indent=1))
         index_path = self.path / "index.json"
@@ -117,6 +119,11 @@ class EpisodeDataset:
     @property
     def action_meanings(self) -> list[str] | None:
         return self.meta.get("action_meanings")
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the actions are real (False for imported video: every action is 0)."""
+        return bool(self.meta.get("labelled", True))
 
     @property
     def num_episodes(self) -> int:
@@ -178,6 +185,28 @@ class EpisodeDataset:
             if i not in self._cache:
                 self._cache[i] = self.episode(i)
         return self
+
+    def first_steps(self, steps: int) -> EpisodeDataset:
+        """A read-only, in-memory view of the first ``steps`` transitions: whole episodes from the
+        start, the last one cut short (its last kept step then counts as truncated). A latent-action
+        model fits its action map and heads on such a small labelled set."""
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        view = _EpisodeView(self)
+        left = int(steps)
+        for i in range(self.num_episodes):
+            if left <= 0:
+                break
+            ep = self.episode(i)
+            if len(ep) > left:
+                truncated = ep.truncated[:left].copy()
+                truncated[-1] = True
+                ep = Episode(
+                    ep.frames[: left + 1], ep.actions[:left], ep.rewards[:left], ep.terminated[:left], truncated
+                )
+            view._add(ep)
+            left -= len(ep)
+        return view
 
     def split(self, num_test_episodes: int) -> tuple[list[int], list[int]]:
         """Train and held-out episode indices: the last ``num_test_episodes`` are held out."""
@@ -255,6 +284,25 @@ class EpisodeDataset:
             truncated=torch.from_numpy(truncated),
             mask=torch.from_numpy(mask),
         )
+
+
+class _EpisodeView(EpisodeDataset):
+    """Episodes held in memory under another dataset's meta (see :meth:`EpisodeDataset.first_steps`)."""
+
+    def __init__(self, parent: EpisodeDataset) -> None:  # reads and writes no files
+        self.path = parent.path
+        self.meta = dict(parent.meta)
+        self._index = []
+        self._cache = {}
+        self._rewarded_steps = {}
+
+    def _add(self, episode: Episode) -> None:
+        self._cache[len(self._index)] = episode
+        self._index.append({"number": len(self._index), "file": None, "length": len(episode),
+                            "return": episode.episode_return})
+
+    def append(self, episode: Episode) -> int:
+        raise TypeError("a view of a dataset's first steps is read-only; append to the dataset itself")
 
 
 def _npz_bytes(episode: Episode) -> bytes:

@@ -10,6 +10,7 @@ from neuralenvs.world_model import WorldModel
 FAMILIES: dict[str, str] = {
     "diffusion": "neuralenvs.models.diffusion.world_model:DiffusionWorldModel",
     "token": "neuralenvs.models.token.world_model:TokenWorldModel",
+    "genie": "neuralenvs.models.genie.world_model:GenieWorldModel",
 }
 
 
@@ -21,9 +22,12 @@ def model_class(family: str) -> type[WorldModel]:
 
 
 def build_model(
-    family: str, config: str | dict, obs_shape: tuple[int, int, int], num_actions: int
+    family: str, config: str | dict, obs_shape: tuple[int, int, int], num_actions: int | None
 ) -> WorldModel:
-    """Build an untrained model from a named config (``"small"``, ``"paper"``) or a config dict."""
+    """Build an untrained model from a named config (``"small"``, ``"paper"``) or a config dict.
+
+    ``num_actions=None`` lets a family that learns its own actions from video (genie) expose them;
+    the other families need the game's action count."""
     cls = model_class(family)
     cfg = cls.config_class.named(config) if isinstance(config, str) else cls.config_class(**config)
     return cls(cfg, obs_shape, num_actions)

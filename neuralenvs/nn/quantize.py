@@ -1,4 +1,5 @@
-"""Vector quantisation (VQ-VAE, van den Oord et al. 2017) for discrete-token world models.
+"""Vector quantisation (VQ-VAE, van den Oord et al. 2017) for discrete-token world models, and finite
+scalar quantisation (FSQ, at the end) for small discrete bottlenecks such as latent actions.
 
 A vector ``z`` is replaced by its nearest codebook entry ``e``; gradients pass straight through to
 the encoder (``z + sg(e - z)``), the codebook is pulled to the encoder outputs (codebook loss
@@ -21,6 +22,7 @@ of vectors that lie between two codes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -112,3 +114,63 @@ class VectorQuantizer(nn.Module):
             perplexity = torch.exp(-(p * p.clamp(min=1e-10).log()).sum())
         z_q = z + (e - z).detach()
         return Quantized(z_q, indices, codebook_loss, commitment_loss, perplexity)
+
+
+def fsq_levels(num_codes: int) -> tuple[int, ...]:
+    """Levels per dimension whose product is ``num_codes``: its prime factors, smallest first
+    (8 -> (2, 2, 2), 6 -> (2, 3)), so every code is one corner or grid point of a small cube."""
+    if num_codes < 1:
+        raise ValueError(f"num_codes must be >= 1, got {num_codes}")
+    levels, n, p = [], num_codes, 2
+    while n > 1:
+        while n % p == 0:
+            levels.append(p)
+            n //= p
+        p += 1
+    return tuple(levels) or (1,)
+
+
+class FiniteScalarQuantizer(nn.Module):
+    """Finite scalar quantisation (FSQ, Mentzer et al. 2023): each of ``len(levels)`` dimensions is
+    squashed into ``(0, 1)``, scaled to ``[0, L - 1]`` and rounded, with straight-through gradients;
+    the code is the grid point, mapped to ``[-1, 1]`` per dimension. There is no codebook to learn,
+    so no code can drift away and die as a VQ code can; ``prod(levels)`` codes in all.
+
+    Indices number the grid points in mixed radix, the first dimension most significant.
+    """
+
+    def __init__(self, levels: tuple[int, ...]) -> None:
+        super().__init__()
+        if not levels or min(levels) < 1:
+            raise ValueError(f"levels must be positive integers, got {levels}")
+        self.levels = tuple(int(x) for x in levels)
+        self.dim = len(self.levels)
+        self.num_codes = math.prod(self.levels)
+        strides = [math.prod(self.levels[i + 1 :]) for i in range(self.dim)]
+        self.register_buffer("_levels", torch.tensor(self.levels, dtype=torch.float32), persistent=False)
+        self.register_buffer("_strides", torch.tensor(strides, dtype=torch.long), persistent=False)
+
+    def bounded(self, z: torch.Tensor) -> torch.Tensor:
+        """``z[..., dim]`` squashed to ``[0, L - 1]`` per dimension (before rounding)."""
+        return torch.sigmoid(z.float()) * (self._levels - 1)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes ``[..., dim]`` in ``[-1, 1]`` (straight-through gradients to ``z``) and indices."""
+        b = self.bounded(z)
+        q = b + (b.round() - b).detach()
+        return self._to_unit(q), self._index(b.round())
+
+    def quantize(self, z: torch.Tensor) -> torch.Tensor:
+        """Indices ``long[...]`` of ``z[..., dim]``."""
+        return self._index(self.bounded(z).round())
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """Codes ``[..., dim]`` in ``[-1, 1]`` of ``indices[...]``."""
+        digits = (indices[..., None] // self._strides) % self._levels.long()
+        return self._to_unit(digits.float())
+
+    def _to_unit(self, q: torch.Tensor) -> torch.Tensor:
+        return q / (self._levels - 1).clamp(min=1) * 2 - 1
+
+    def _index(self, q: torch.Tensor) -> torch.Tensor:
+        return (q.long() * self._strides).sum(dim=-1)

@@ -158,7 +158,14 @@ class ImaginationRun:
     def __init__(self, config: ImaginationConfig, device: str | torch.device | None = None,
                  progress: bool = True) -> None:
         from neuralenvs.envs.atari import action_meanings, check_game, make_atari_env
+        from neuralenvs.models import model_class
 
+        if model_class(config.family).labelled_stages:
+            raise ValueError(
+                f"the imagination loop trains families that learn every stage from the collected, "
+                f"action-labelled steps (diffusion, token); {config.family!r} learns from video plus a "
+                "separate labelled set and is not supported by the loop yet"
+            )
         self.config = config
         config.game = check_game(config.game)
         self.out = Path(config.out)

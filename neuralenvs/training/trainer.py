@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from neuralenvs.data import EpisodeDataset
-from neuralenvs.models import build_model
+from neuralenvs.models import build_model, model_class
 from neuralenvs.nn.reward_end import NUM_REWARD_CLASSES, reward_to_class
 from neuralenvs.utils.device import describe_hardware, resolve_device
 from neuralenvs.utils.io import atomic_write_text, fsync_dir, temp_sibling, write_file_durably
@@ -57,6 +57,10 @@ class TrainConfig:
     reward_fraction: float = 0.0  # share of segments ending at a rewarded step (then prior-corrected)
     init_from: str | None = None  # a checkpoint of the same family whose weights start the run
     reinit: tuple[str, ...] = ()  # with init_from: submodules (e.g. "reward_end") that start fresh instead
+    # families that learn from unlabelled video (genie) train their ``labelled_stages`` on this
+    # action-labelled dataset instead of ``data``: its first ``labelled_steps`` transitions only
+    labelled_data: str | None = None
+    labelled_steps: int = 5000
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -82,12 +86,14 @@ class Trainer:
         self.out = Path(config.out)
         self.device = resolve_device(device)
         self.dataset = EpisodeDataset(config.data)
-        if config.game is None and str(self.dataset.meta.get("source", "")).startswith("atari:"):
-            config.game = self.dataset.meta["source"].split(":", 1)[1]
+        self.labelled, num_actions = self._labelled_data()
+        for source in (self.dataset, self.labelled):
+            if config.game is None and source is not None and str(source.meta.get("source", "")).startswith("atari:"):
+                config.game = source.meta["source"].split(":", 1)[1]
         self._check_run_matches()
         torch.manual_seed(config.seed)  # the same config gives the same initial weights
         self.model: WorldModel = build_model(
-            config.family, config.model_config, self.dataset.obs_shape, self.dataset.num_actions
+            config.family, config.model_config, self.dataset.obs_shape, num_actions
         ).to(self.device)
         self.segment_length = config.segment_length or int(self.model.config.segment_length)
         self.optimizer = torch.optim.AdamW(
@@ -97,11 +103,45 @@ class Trainer:
             min(config.held_out_episodes, self.dataset.num_episodes - 1)
         )
         self.stage_index, self.step_in_stage, self.wall_seconds = 0, 0, 0.0
+        self.prepared: dict[str, Any] = {}  # what each stage's one-off preparation reported
         self.rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
         if config.init_from is not None:
             self._init_weights(config.init_from)
         self._resume()
+
+    def _labelled_data(self) -> tuple[EpisodeDataset | None, int | None]:
+        """The labelled view (``labelled_data``'s first ``labelled_steps`` transitions) for families
+        that learn from video, and the action count to build the model with: the data's, or for
+        such a family the labelled data's (``None`` without it: the family's own latent actions)."""
+        config = self.config
+        cls = model_class(config.family)
+        if not cls.labelled_stages:
+            if config.labelled_data is not None:
+                raise ValueError(
+                    f"the {config.family} family learns every stage from the actions in --data; --labelled is "
+                    "for families that learn from unlabelled video (genie)"
+                )
+            if not self.dataset.labelled:
+                raise ValueError(
+                    f"{config.data} holds unlabelled video (no actions), which the {config.family} family cannot "
+                    "learn from: train it on an action-labelled episode dataset (neuralenvs collect), or use "
+                    "--family genie"
+                )
+            return None, self.dataset.num_actions
+        if config.labelled_data is None:
+            return None, None
+        if config.labelled_steps < 1:
+            raise ValueError(f"labelled_steps must be >= 1, got {config.labelled_steps}")
+        full = EpisodeDataset(config.labelled_data)
+        if not full.labelled:
+            raise ValueError(f"--labelled {config.labelled_data} holds unlabelled video: give an episode dataset")
+        if full.obs_shape != self.dataset.obs_shape:
+            raise ValueError(
+                f"--labelled {config.labelled_data} has frames of {full.obs_shape} but --data has "
+                f"{self.dataset.obs_shape}: record both at the same size"
+            )
+        return full.first_steps(config.labelled_steps), full.num_actions
 
     def _init_weights(self, path: str) -> None:
         """Start from a trained checkpoint's weights (fine-tuning). Tensors the checkpoint lacks
@@ -135,8 +175,11 @@ class Trainer:
         free = ("steps", "out", "save_every_seconds", "precision")
         asked = json.loads(json.dumps({k: v for k, v in asdict(self.config).items() if k not in free}))  # as stored
         if run_file.exists():
-            before = json.loads(run_file.read_text())
-            before = {k: v for k, v in before.items() if k in asked}
+            stored = json.loads(run_file.read_text())
+            # a setting added to TrainConfig after the run started was at its default then
+            defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+            defaults = json.loads(json.dumps(defaults))
+            before = {k: stored.get(k, defaults.get(k)) for k in asked}
             if before != asked:
                 diff = {k: (before.get(k), asked[k]) for k in asked if before.get(k) != asked[k]}
                 raise ValueError(
@@ -158,6 +201,7 @@ class Trainer:
         self.stage_index = progress["stage_index"]
         self.step_in_stage = progress["step_in_stage"]
         self.wall_seconds = progress["wall_seconds"]
+        self.prepared = progress.get("prepared", {})
         self.rng.bit_generator.state = progress["numpy_rng"]
         torch.set_rng_state(load_file(state_dir / "torch_rng.safetensors")["cpu"])
 
@@ -172,6 +216,7 @@ class Trainer:
             "stage_index": self.stage_index,
             "step_in_stage": self.step_in_stage,
             "wall_seconds": self.wall_seconds,
+            "prepared": self.prepared,
             "numpy_rng": self.rng.bit_generator.state,
             "optimizer": meta,
         }
@@ -207,19 +252,31 @@ class Trainer:
     def train(self, progress: bool = True) -> WorldModel:
         """Run (or finish) every stage, saving a state every ``save_every_seconds``."""
         self.dataset.load(self.train_episodes, progress=progress)
-        if self.config.reward_fraction > 0:
+        if self.config.reward_fraction > 0 and self._learns_rewards():
             self.model.correct_reward_prior(*self._reward_class_frequencies())
         stages = self.model.training_stages()
         self.model.train()
         while self.stage_index < len(stages):
             stage = stages[self.stage_index]
+            if stage in self.model.labelled_stages and self.labelled is None:
+                if progress:
+                    tqdm.write(f"skipping the {stage!r} stage: it learns from labelled steps (--labelled DATA)")
+                self.stage_index += 1
+                self.step_in_stage = 0
+                continue
             self.model.set_training_stage(stage)
+            dataset, episodes, _ = self._stage_data(stage)
+            report = self.model.prepare_stage(stage, dataset, episodes)  # deterministic: redone on resume
+            if report is not None:
+                self.prepared[stage] = report
+                if progress:
+                    tqdm.write(f"prepared the {stage!r} stage: {report}")
             bar = tqdm(total=self.config.steps, initial=self.step_in_stage, disable=not progress,
                        desc=f"training {self.config.family} [{stage}]", unit="step")
             last_save = time.perf_counter()
             while self.step_in_stage < self.config.steps:
                 t0 = time.perf_counter()
-                logs = self.train_step()
+                logs = self.train_step(stage)
                 self.step_in_stage += 1
                 self.wall_seconds += time.perf_counter() - t0
                 bar.update(1)
@@ -243,26 +300,43 @@ class Trainer:
         if self.config.reward_fraction > 0:
             self.model.correct_reward_prior(*self._reward_class_frequencies())
 
-    def _sample(self, rng: np.random.Generator) -> Segments:
-        return self.dataset.sample_segments(
-            self.config.batch_size, self.segment_length, rng, self.train_episodes, self.config.reward_fraction
-        )
+    def _stage_data(self, stage: str | None) -> tuple[EpisodeDataset, list[int], float]:
+        """Where a stage's batches come from, and their share of rewarded segments: a video-trained
+        family's labelled stages (its only ones that learn rewards) sample the labelled view, its
+        other stages ``data`` without reward oversampling; other families sample ``data``."""
+        labelled_stages = self.model.labelled_stages
+        if stage in labelled_stages and self.labelled is not None:
+            return self.labelled, list(range(self.labelled.num_episodes)), self.config.reward_fraction
+        return self.dataset, self.train_episodes, 0.0 if labelled_stages else self.config.reward_fraction
+
+    def _learns_rewards(self) -> bool:
+        return not self.model.labelled_stages or self.labelled is not None
+
+    def _reward_stage(self) -> str | None:
+        return self.model.labelled_stages[0] if self.model.labelled_stages else None
+
+    def _sample(self, rng: np.random.Generator, stage: str | None = None) -> Segments:
+        dataset, episodes, reward_fraction = self._stage_data(stage)
+        return dataset.sample_segments(self.config.batch_size, self.segment_length, rng, episodes, reward_fraction)
 
     def _reward_class_frequencies(self, batches: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
         """Reward sign class (-1, 0, +1) frequencies among the transitions training scores (both
         frames real), measured on sampled batches, and in the training episodes themselves."""
         rng = np.random.default_rng(self.config.seed + 1)  # leaves the training stream untouched
         trained = torch.zeros(NUM_REWARD_CLASSES, dtype=torch.float64)
+        stage = self._reward_stage()
         for _ in range(batches):
-            batch = self._sample(rng)
+            batch = self._sample(rng, stage)
             valid = batch.mask[:, :-1] & batch.mask[:, 1:]
             trained += torch.bincount(reward_to_class(batch.rewards[valid]), minlength=NUM_REWARD_CLASSES)
-        rewards = torch.from_numpy(np.concatenate([self.dataset.episode(i).rewards for i in self.train_episodes]))
+        dataset, episodes, _ = self._stage_data(stage)
+        rewards = torch.from_numpy(np.concatenate([dataset.episode(i).rewards for i in episodes]))
         real = torch.bincount(reward_to_class(rewards), minlength=NUM_REWARD_CLASSES).double()
         return trained, real
 
-    def train_step(self) -> dict[str, float]:
-        batch = self._sample(self.rng).to(self.device)
+    def train_step(self, stage: str | None = None) -> dict[str, float]:
+        """One optimizer step on a batch of ``stage``'s data (see :meth:`_stage_data`)."""
+        batch = self._sample(self.rng, stage).to(self.device)
         with self._autocast():
             losses = self.model.training_losses(batch)
         self.optimizer.zero_grad(set_to_none=True)
@@ -271,30 +345,68 @@ class Trainer:
         self.optimizer.step()
         return {k: float(v.detach()) for k, v in losses.items()}
 
+    def _fidelity_data(self) -> tuple[EpisodeDataset, list[int]] | None:
+        """Held-out real episodes whose actions are the model's: ``data``'s when they are, else the
+        labelled dataset's last episodes beyond the labelled steps (when it is another dataset than
+        ``data``, so the unlabelled stages never saw them either); ``None`` if neither exists."""
+        if self.dataset.labelled and self.dataset.num_actions == self.model.num_actions and self.test_episodes:
+            return self.dataset, self.test_episodes
+        if self.labelled is None or Path(self.config.labelled_data).resolve() == Path(self.config.data).resolve():
+            return None
+        full = EpisodeDataset(self.config.labelled_data)
+        unused = list(range(self.labelled.num_episodes, full.num_episodes))[-self.config.held_out_episodes :]
+        return (full, unused) if unused and self.config.held_out_episodes > 0 else None
+
     # -- the finished product ------------------------------------------------------------------------
     def export(self, fidelity: bool = True, progress: bool = True) -> Path:
-        """Cut a start bank, measure fidelity on the held-out episodes, write ``checkpoint/``."""
+        """Cut a start bank, measure fidelity (and controllability, for a latent-action model) on
+        the held-out episodes, write ``checkpoint/``.
+
+        A model whose actions are not the data's (a genie model without labelled data has its own
+        latent actions; video has none) gets a start bank with action 0 between its frames, actions
+        named ``LATENT_i``, and no game: a dream id ``<Game>-<family>-v0`` promises the game's action
+        space. Its fidelity is measured where real actions of its own action space exist."""
+        from neuralenvs.bench.controllability import measure_controllability, supports_controllability
         from neuralenvs.bench.fidelity import measure_fidelity
         from neuralenvs.checkpoint import save_checkpoint
         from neuralenvs.envs.starts import StartBank
 
         k = self.model.context_frames
+        own_actions = self.dataset.labelled and self.dataset.num_actions == self.model.num_actions
         bank = StartBank.cut(
-            ((ep.frames, ep.actions) for ep in map(self.dataset.episode, self.train_episodes)),
+            (
+                (ep.frames, ep.actions if own_actions else np.zeros_like(ep.actions))
+                for ep in map(self.dataset.episode, self.train_episodes)
+            ),
             k, self.config.start_bank_size, np.random.default_rng(self.config.seed),
         )
+        if self.labelled is not None:
+            action_meanings = self.labelled.action_meanings
+        elif own_actions:
+            action_meanings = self.dataset.action_meanings
+        else:
+            action_meanings = [f"LATENT_{i}" for i in range(self.model.num_actions)]
+        game = self.config.game if own_actions or self.labelled is not None else None
         metrics = {}
         if fidelity:
-            metrics["fidelity"] = measure_fidelity(
-                self.model, self.dataset, self.test_episodes, seed=self.config.seed, progress=progress
-            )
+            held_out = self._fidelity_data()
+            if held_out is not None:
+                metrics["fidelity"] = measure_fidelity(
+                    self.model, *held_out, seed=self.config.seed, progress=progress
+                )
+            if supports_controllability(self.model) and self.test_episodes:
+                metrics["controllability"] = measure_controllability(
+                    self.model, self.dataset, self.test_episodes, seed=self.config.seed, progress=progress
+                )
+        skipped = self.model.labelled_stages if self.labelled is None else ()
+        stages = [s for s in self.model.training_stages() if s not in skipped]
         provenance = {
             "data": str(self.dataset.meta.get("source") or self.config.data),
             "real_steps": int(self.dataset.num_steps),
             "train_episodes": len(self.train_episodes),
             "held_out_episodes": len(self.test_episodes),
-            "training_steps": self.config.steps * len(self.model.training_stages()),
-            "stages": self.model.training_stages(),
+            "training_steps": self.config.steps * len(stages),
+            "stages": stages,
             "batch_size": self.config.batch_size,
             "segment_length": self.segment_length,
             "lr": self.config.lr,
@@ -303,13 +415,19 @@ class Trainer:
             "hardware": describe_hardware(),
             "wall_clock_seconds": round(self.wall_seconds, 1),
         }
+        if self.model.labelled_stages:
+            provenance["labelled_data"] = self.config.labelled_data
+            provenance["labelled_transitions"] = int(self.labelled.num_steps) if self.labelled is not None else 0
+            provenance["prepared"] = self.prepared
+            if game is None and self.config.game is not None:
+                provenance["game_of_data"] = self.config.game
         return save_checkpoint(
             self.out / "checkpoint",
             model=self.model,
             starts_frames=bank.frames,
             starts_actions=bank.actions,
-            game=self.config.game,
-            action_meanings=self.dataset.action_meanings,
+            game=game,
+            action_meanings=action_meanings,
             provenance=provenance,
             metrics=metrics,
             weights_dtype="float16",
