@@ -56,6 +56,7 @@ def summarize(path: str, batches: list[int], device: torch.device, seconds: floa
             "random_stderr": utility["random"]["stderr"],
             "episodes": utility["agent"]["n_episodes"],
         },
+        "controllability": metrics.get("controllability"),  # latent-action families only
         "speed": {},
     }
     for batch in batches:
@@ -85,6 +86,9 @@ def markdown(rows: list[dict], batches: list[int]) -> str:
             else f"{_fmt(r[head_name]['precision'])} / {_fmt(r[head_name]['recall'])}"
             f" ({r[head_name]['predicted']} predicted, {r[head_name]['real']} real)" for r in rows
         ])
+    add("controllability, delta-t PSNR at t=4", [
+        "–" if not r["controllability"] else f"{r['controllability']['delta_psnr']:.2f} dB" for r in rows
+    ])
     add("utility: agent (random), real game", [
         "–" if r["utility"] is None
         else f"{r['utility']['agent_mean']:.2f} ± {r['utility']['agent_stderr']:.2f} "
