@@ -20,28 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuralenvs.models.token.config import TokenConfig
-from neuralenvs.nn.blocks import Downsample, SelfAttention2d, Upsample, group_norm
+from neuralenvs.nn.blocks import Downsample, ResidualBlock, SelfAttention2d, Upsample, group_norm
 from neuralenvs.nn.quantize import Quantized, VectorQuantizer
-
-
-class ResidualBlock(nn.Module):
-    """GroupNorm-SiLU-conv twice, plus the (projected) input; the second convolution starts at zero,
-    so a fresh block is the identity (or a 1x1 projection)."""
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.norm1 = group_norm(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
-        self.norm2 = group_norm(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
-        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
-        return self.skip(x) + h
 
 
 def _level(in_channels: int, out_channels: int, depth: int, attention: bool) -> nn.Sequential:
