@@ -168,6 +168,19 @@ class WorldModel(nn.Module, abc.ABC):
             raise ValueError(f"context actions must have shape [B, {k - 1}], got {list(actions.shape)}")
         return frames.to(self.device), self.check_actions(actions)
 
+    def check_reset_mask(
+        self, mask: torch.Tensor, batch_size: int, frames: torch.Tensor, actions: torch.Tensor
+    ) -> torch.Tensor:
+        """A ``reset_where`` mask as bool on the model's device, checked against the batch and
+        against the number of contexts given (one per masked dream)."""
+        mask = mask.to(self.device, torch.bool)
+        if mask.shape != (batch_size,):
+            raise ValueError(f"mask must have shape [{batch_size}], got {list(mask.shape)}")
+        n = int(mask.sum())
+        if frames.shape[0] != n or actions.shape[0] != n:
+            raise ValueError(f"mask selects {n} dreams but got context for {frames.shape[0]} / {actions.shape[0]}")
+        return mask
+
     def check_step_actions(self, actions: torch.Tensor, batch_size: int) -> torch.Tensor:
         """One valid action per dream (shape ``[batch_size]``), as long on the model's device."""
         if actions.shape != (batch_size,):

@@ -209,13 +209,8 @@ class TokenWorldModel(WorldModel):
     ) -> TokenState:
         """Restart the masked dreams from new context; the others' windows and cache rows are copied,
         not recomputed (and the given ``state`` is not modified)."""
-        mask = mask.to(self.device, torch.bool)
-        if mask.shape != (state.batch_size,):
-            raise ValueError(f"mask must have shape [{state.batch_size}], got {list(mask.shape)}")
-        n = int(mask.sum())
-        if frames.shape[0] != n or actions.shape[0] != n:
-            raise ValueError(f"mask selects {n} dreams but got context for {frames.shape[0]} / {actions.shape[0]}")
-        if n == 0:
+        mask = self.check_reset_mask(mask, state.batch_size, frames, actions)
+        if not mask.any():
             return state
         fresh = self.init_state(frames, actions)
         new = state.clone()
