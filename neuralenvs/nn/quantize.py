@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -174,3 +175,39 @@ class FiniteScalarQuantizer(nn.Module):
 
     def _index(self, q: torch.Tensor) -> torch.Tensor:
         return (q.long() * self._strides).sum(dim=-1)
+
+
+def autoencoder_losses(recon: torch.Tensor, x: torch.Tensor, q: Quantized, config: Any) -> dict[str, torch.Tensor]:
+    """The losses of a quantised frame autoencoder: L1 + L2 + image-gradient reconstruction (a cheap
+    stand-in for a perceptual loss, whose network we would have to download), codebook and
+    commitment, weighted by ``config``'s ``l1_weight``, ``l2_weight``, ``gradient_weight``,
+    ``codebook_weight`` and ``commitment_weight``. The total is ``"tokenizer"``; the batch's
+    codebook perplexity is logged only."""
+    recon, x = recon.float(), x.float()
+    l1 = (recon - x).abs().mean()
+    l2 = (recon - x).pow(2).mean()
+    grad = image_gradient_l1(recon, x)
+    total = (
+        config.l1_weight * l1
+        + config.l2_weight * l2
+        + config.gradient_weight * grad
+        + config.codebook_weight * q.codebook_loss
+        + config.commitment_weight * q.commitment_loss
+    )
+    return {
+        "tokenizer": total,
+        "recon_l1": l1,
+        "recon_l2": l2,
+        "gradient": grad,
+        "codebook": q.codebook_loss,
+        "commitment": q.commitment_loss,
+        "perplexity": q.perplexity,
+    }
+
+
+def image_gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean L1 distance between the horizontal and vertical pixel differences of two images: it
+    rewards sharp edges over blurry averages."""
+    dx = (a[..., :, 1:] - a[..., :, :-1]) - (b[..., :, 1:] - b[..., :, :-1])
+    dy = (a[..., 1:, :] - a[..., :-1, :]) - (b[..., 1:, :] - b[..., :-1, :])
+    return 0.5 * (dx.abs().mean() + dy.abs().mean())

@@ -21,7 +21,7 @@ from torch import nn
 
 from neuralenvs.models.genie.config import GenieConfig
 from neuralenvs.nn.blocks import Downsample, ResidualBlock, Upsample, group_norm
-from neuralenvs.nn.quantize import Quantized, VectorQuantizer
+from neuralenvs.nn.quantize import Quantized, VectorQuantizer, autoencoder_losses
 
 
 def _level(in_channels: int, out_channels: int, depth: int) -> nn.Sequential:
@@ -92,26 +92,5 @@ class Tokenizer(nn.Module):
         """L1 + L2 + image-gradient reconstruction losses (a cheap stand-in for the perceptual loss
         Genie's tokenizer would use, whose network we would have to download), codebook and
         commitment losses; the weighted total is ``"tokenizer"``."""
-        cfg = self.cfg
         recon, q = self(x)
-        recon, x = recon.float(), x.float()
-        l1 = (recon - x).abs().mean()
-        l2 = (recon - x).pow(2).mean()
-        dx = (recon[..., :, 1:] - recon[..., :, :-1]) - (x[..., :, 1:] - x[..., :, :-1])
-        dy = (recon[..., 1:, :] - recon[..., :-1, :]) - (x[..., 1:, :] - x[..., :-1, :])
-        grad = 0.5 * (dx.abs().mean() + dy.abs().mean())
-        total = (
-            cfg.l1_weight * l1
-            + cfg.l2_weight * l2
-            + cfg.gradient_weight * grad
-            + cfg.codebook_weight * q.codebook_loss
-            + cfg.commitment_weight * q.commitment_loss
-        )
-        return {
-            "tokenizer": total,
-            "recon_l1": l1,
-            "recon_l2": l2,
-            "codebook": q.codebook_loss,
-            "commitment": q.commitment_loss,
-            "perplexity": q.perplexity,
-        }
+        return autoencoder_losses(recon, x, q, self.cfg)

@@ -21,7 +21,7 @@ from torch import nn
 
 from neuralenvs.models.token.config import TokenConfig
 from neuralenvs.nn.blocks import Downsample, ResidualBlock, SelfAttention2d, Upsample, group_norm
-from neuralenvs.nn.quantize import Quantized, VectorQuantizer
+from neuralenvs.nn.quantize import Quantized, VectorQuantizer, autoencoder_losses
 
 
 def _level(in_channels: int, out_channels: int, depth: int, attention: bool) -> nn.Sequential:
@@ -132,33 +132,5 @@ class Tokenizer(nn.Module):
     def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Reconstruction, gradient, codebook and commitment losses on frames ``x[B, C, H, W]``, the
         weighted total under ``"tokenizer"``, and the batch's codebook perplexity (logged only)."""
-        cfg = self.cfg
         recon, q = self(x)
-        recon, x = recon.float(), x.float()
-        l1 = (recon - x).abs().mean()
-        l2 = (recon - x).pow(2).mean()
-        grad = _image_gradient_l1(recon, x)
-        total = (
-            cfg.l1_weight * l1
-            + cfg.l2_weight * l2
-            + cfg.gradient_weight * grad
-            + cfg.codebook_weight * q.codebook_loss
-            + cfg.commitment_weight * q.commitment_loss
-        )
-        return {
-            "tokenizer": total,
-            "recon_l1": l1,
-            "recon_l2": l2,
-            "gradient": grad,
-            "codebook": q.codebook_loss,
-            "commitment": q.commitment_loss,
-            "perplexity": q.perplexity,
-        }
-
-
-def _image_gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean L1 distance between the horizontal and vertical pixel differences of two images: a cheap
-    stand-in for a perceptual loss that rewards sharp edges over blurry averages."""
-    dx = (a[..., :, 1:] - a[..., :, :-1]) - (b[..., :, 1:] - b[..., :, :-1])
-    dy = (a[..., 1:, :] - a[..., :-1, :]) - (b[..., 1:, :] - b[..., :-1, :])
-    return 0.5 * (dx.abs().mean() + dy.abs().mean())
+        return autoencoder_losses(recon, x, q, self.cfg)
