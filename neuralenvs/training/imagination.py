@@ -248,28 +248,30 @@ class ImaginationRun:
         # one observation at a time is too small to share: extra threads only wait on each other,
         # which costs 40x on a busy 2-core machine (measured: 10 instead of 430 steps/s)
         torch.set_num_threads(1)
-        for _ in range(need):
-            if self.agent is None or self.rng.random() < cfg.epsilon:
-                action = int(env.action_space.sample())
-            else:
-                action = int(self.agent.predict(self._obs, deterministic=False)[0])
-            self._obs, reward, terminated, truncated, _ = env.step(action)
-            frames.append(self._newest(self._obs))
-            actions.append(action)
-            rewards.append(float(reward))
-            terms.append(bool(terminated))
-            truncs.append(bool(truncated))
-            self._episode_return += float(reward)
-            bar.update(1)
-            if terminated or truncated:
-                self.dataset.append(Episode(np.stack(frames), actions, rewards, terms, truncs))
-                self.real_returns.append(self._episode_return)
-                self._log("real/train_episode_return", self._episode_return, self.dataset.num_steps)
-                self._obs, _ = env.reset()
-                self._episode_return = 0.0
-                frames, actions, rewards, terms, truncs = [self._newest(self._obs)], [], [], [], []
-        bar.close()
-        torch.set_num_threads(threads)
+        try:
+            for _ in range(need):
+                if self.agent is None or self.rng.random() < cfg.epsilon:
+                    action = int(env.action_space.sample())
+                else:
+                    action = int(self.agent.predict(self._obs, deterministic=False)[0])
+                self._obs, reward, terminated, truncated, _ = env.step(action)
+                frames.append(self._newest(self._obs))
+                actions.append(action)
+                rewards.append(float(reward))
+                terms.append(bool(terminated))
+                truncs.append(bool(truncated))
+                self._episode_return += float(reward)
+                bar.update(1)
+                if terminated or truncated:
+                    self.dataset.append(Episode(np.stack(frames), actions, rewards, terms, truncs))
+                    self.real_returns.append(self._episode_return)
+                    self._log("real/train_episode_return", self._episode_return, self.dataset.num_steps)
+                    self._obs, _ = env.reset()
+                    self._episode_return = 0.0
+                    frames, actions, rewards, terms, truncs = [self._newest(self._obs)], [], [], [], []
+        finally:
+            torch.set_num_threads(threads)
+            bar.close()
         if actions:  # the episode goes on in the next chunk; store what we have as truncated
             truncs[-1] = True
             self.dataset.append(Episode(np.stack(frames), actions, rewards, terms, truncs))
