@@ -50,7 +50,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         held_out_episodes=args.held_out, save_every_seconds=args.save_every, precision=args.precision,
         game=args.game, segment_length=args.segment_length, reward_fraction=args.reward_fraction,
-        init_from=args.init_from, reinit=tuple(args.reinit),
+        init_from=args.init_from, reinit=tuple(args.reinit), freeze=tuple(args.freeze),
         labelled_data=args.labelled, labelled_steps=args.labelled_steps,
     )
     path = train_world_model(config, device=args.device)
@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of segments ending at a rewarded step (for games with rare rewards; e.g. 0.5)")
     p.add_argument("--init-from", default=None, help="a checkpoint of the same family to fine-tune")
     p.add_argument("--reinit", nargs="*", default=[], help="with --init-from: submodules to start fresh (reward_end)")
+    p.add_argument("--freeze", nargs="*", default=[], help="submodules whose weights stay as they are (denoiser)")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when present)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train)

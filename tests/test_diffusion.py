@@ -295,12 +295,17 @@ def test_reward_classes():
     assert torch.equal(a, b)
 
 
-def test_reward_model_stepwise_equals_sequence():
+@pytest.mark.parametrize("encoder", ["conditioned", "plain"])
+@pytest.mark.parametrize("sees_next_frame", [True, False])
+def test_reward_model_stepwise_equals_sequence(encoder, sees_next_frame):
     torch.manual_seed(0)
-    model = RewardEndModel(3, (12, 10), 5, channels=(4, 8), depths=(1, 1), cond_dim=8, lstm_dim=6)
+    model = RewardEndModel(3, (12, 10), 5, channels=(4, 8), depths=(1, 1), cond_dim=8, lstm_dim=6, encoder=encoder,
+                           sees_next_frame=sees_next_frame)
     frames = torch.rand(2, 5, 3, 12, 10) * 2 - 1
     actions = torch.randint(0, 5, (2, 4))
     rew, end, (h, c) = model(frames[:, :-1], actions, frames[:, 1:])
+    other_next, _, _ = model(frames[:, :-1], actions, torch.rand(2, 4, 3, 12, 10))
+    assert torch.equal(other_next, rew) == (not sees_next_frame)  # the next frame matters only if seen
     memory = model.initial_memory(2)
     for t in range(4):
         r, e, memory = model.step(frames[:, t], actions[:, t], frames[:, t + 1], memory)
@@ -308,6 +313,34 @@ def test_reward_model_stepwise_equals_sequence():
         torch.testing.assert_close(e, end[:, t])
     torch.testing.assert_close(memory[0], h)
     torch.testing.assert_close(memory[1], c)
+
+
+def test_the_plain_reward_encoder_finds_a_reward_shown_by_a_few_pixels():
+    """Like a game's score: the reward sign is visible only in two pixels of a 32x32 frame whose
+    other pixels move at random. The plain encoder must find it from balanced batches quickly."""
+    torch.manual_seed(0)
+    model = RewardEndModel(3, (32, 32), 4, channels=(8, 8, 16), depths=(1, 1, 1), cond_dim=8, lstm_dim=32,
+                           encoder="plain")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def batch(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        frames = torch.rand(n, 2, 3, 32, 32) * 2 - 1
+        frames[:, :, :, :2] = -1.0  # the "score" rows
+        rewards = torch.randint(-1, 2, (n, 1)).float()
+        frames[rewards[:, 0] > 0, 1, :, 0, 4] = 1.0  # "+1": one pixel lights up on the left
+        frames[rewards[:, 0] < 0, 1, :, 0, 27] = 1.0  # "-1": one on the right
+        return frames, torch.randint(0, 4, (n, 1)), rewards, torch.ones(n, 2, dtype=torch.bool)
+
+    for _ in range(150):
+        frames, actions, rewards, mask = batch(48)
+        loss = model.losses(frames, actions, rewards, torch.zeros(48, 1, dtype=torch.bool), mask)["reward"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    frames, actions, rewards, _ = batch(300)
+    logits, _, _ = model(frames[:, :1], actions, frames[:, 1:])
+    accuracy = (logits[:, 0].argmax(-1) == reward_to_class(rewards[:, 0])).float().mean()
+    assert accuracy > 0.95, accuracy
 
 
 def test_reward_losses_ignore_padding():

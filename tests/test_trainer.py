@@ -134,6 +134,20 @@ def test_fine_tune_with_oversampled_rewards_corrects_the_prior(dataset_path, tmp
     with pytest.raises(ValueError, match="reinit names no submodule"):
         Trainer(config(dataset_path, tmp_path / "bad", steps=1, init_from=str(base_path), reinit=("nope",)),
                 device="cpu")
+    # freeze: the named submodule keeps its weights through training, the others change
+    frozen = Trainer(config(dataset_path, tmp_path / "frozen", steps=2, init_from=str(base_path),
+                            reinit=("reward_end",), freeze=("denoiser",)), device="cpu")
+    before = {n: w.clone() for n, w in frozen.model.state_dict().items()}
+    frozen.train(progress=False)
+    for name, w in frozen.model.state_dict().items():
+        if name.startswith("denoiser."):
+            torch.testing.assert_close(w, before[name], rtol=0, atol=0)
+    head = {n: w for n, w in frozen.model.state_dict().items() if n.startswith("reward_end.")}
+    assert not all(torch.equal(w, before[n]) for n, w in head.items())
+    with pytest.raises(ValueError, match="freeze names no submodule"):
+        Trainer(config(dataset_path, tmp_path / "bad2", steps=1, freeze=("nope",)), device="cpu")
+    with pytest.raises(ValueError, match="leaves nothing to train"):
+        Trainer(config(dataset_path, tmp_path / "bad3", steps=1, freeze=("denoiser", "reward_end")), device="cpu")
     with pytest.raises(ValueError, match="is a diffusion model, not token"):
         Trainer(TrainConfig(family="token", model_config="tiny", data=str(dataset_path), out=str(tmp_path / "t"),
                             steps=1, init_from=str(base_path)), device="cpu")

@@ -57,6 +57,7 @@ class TrainConfig:
     reward_fraction: float = 0.0  # share of segments ending at a rewarded step (then prior-corrected)
     init_from: str | None = None  # a checkpoint of the same family whose weights start the run
     reinit: tuple[str, ...] = ()  # with init_from: submodules (e.g. "reward_end") that start fresh instead
+    freeze: tuple[str, ...] = ()  # submodules (e.g. "denoiser") whose weights training leaves as they are
     # families that learn from unlabelled video (genie) train their ``labelled_stages`` on this
     # action-labelled dataset instead of ``data``: its first ``labelled_steps`` transitions only
     labelled_data: str | None = None
@@ -97,7 +98,7 @@ class Trainer:
         ).to(self.device)
         self.segment_length = config.segment_length or int(self.model.config.segment_length)
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            self._trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         self.train_episodes, self.test_episodes = self.dataset.split(
             min(config.held_out_episodes, self.dataset.num_episodes - 1)
@@ -143,6 +144,28 @@ class Trainer:
             )
         return full.first_steps(config.labelled_steps), full.num_actions
 
+    def _submodule_prefixes(self, names: tuple[str, ...], option: str) -> tuple[str, ...]:
+        """``("reward_end",)`` -> ``("reward_end.",)``, refusing names that match no weight."""
+        prefixes = tuple(f"{name}." for name in names)
+        own = self.model.state_dict()
+        unknown = [p.rstrip(".") for p in prefixes if not any(n.startswith(p) for n in own)]
+        if unknown:
+            raise ValueError(f"{option} names no submodule of this model: {unknown}")
+        return prefixes
+
+    def _trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """Every parameter outside ``config.freeze``; the frozen ones stop requiring gradients, so
+        backpropagation skips them."""
+        frozen = self._submodule_prefixes(tuple(self.config.freeze), "freeze")
+        trainable = []
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(not name.startswith(frozen) if frozen else True)
+            if p.requires_grad:
+                trainable.append(p)
+        if not trainable:
+            raise ValueError(f"freeze {list(self.config.freeze)} leaves nothing to train")
+        return trainable
+
     def _init_weights(self, path: str) -> None:
         """Start from a trained checkpoint's weights (fine-tuning). Tensors the checkpoint lacks
         keep their fresh values only if they are buffers; any other difference is an error."""
@@ -152,10 +175,7 @@ class Trainer:
         if checkpoint.family != self.config.family:
             raise ValueError(f"--init-from {path} is a {checkpoint.family} model, not {self.config.family}")
         own = self.model.state_dict()
-        fresh = tuple(f"{prefix}." for prefix in self.config.reinit)
-        unknown = [prefix for prefix in fresh if not any(name.startswith(prefix) for name in own)]
-        if unknown:
-            raise ValueError(f"reinit names no submodule of this model: {[u.rstrip('.') for u in unknown]}")
+        fresh = self._submodule_prefixes(tuple(self.config.reinit), "reinit")
         weights = {n: w for n, w in checkpoint.weights.items() if not n.startswith(fresh)}
         params = {name for name, _ in self.model.named_parameters() if not name.startswith(fresh)}
         missing = [n for n in own if n not in weights and n in params]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from neuralenvs.models.presets import lists_to_tuples, named_preset
+from neuralenvs.nn.reward_end import ENCODERS
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,12 @@ class DiffusionConfig:
     rew_cond_dim: int = 128
     rew_lstm_dim: int = 512
     rew_mid_attention: bool = True
+    # "conditioned" (DIAMOND's U-Net half with action-conditioned norms) or "plain" (strided
+    # convolutions, the action joined before the LSTM), which finds rare rewards far sooner
+    rew_encoder: str = "conditioned"
+    # False: reward and termination are judged from the frames up to the action and the action
+    # itself, not from the next frame (for dreams too blurry to show a reward's consequence)
+    rew_sees_next_frame: bool = True
 
     # training (read by the trainer; see ``DiffusionWorldModel.training_losses``)
     segment_length: int = 18  # transitions per segment: K - 1 burn-in + 15 (DIAMOND's dream horizon)
@@ -69,6 +76,8 @@ class DiffusionConfig:
             raise ValueError("channels, depths and attention need one entry per U-Net level")
         if len(self.rew_channels) != len(self.rew_depths):
             raise ValueError("rew_channels and rew_depths need one entry per encoder level")
+        if self.rew_encoder not in ENCODERS:
+            raise ValueError(f"rew_encoder must be one of {ENCODERS}, got {self.rew_encoder!r}")
         if self.sampler not in ("euler", "heun"):
             raise ValueError(f"sampler must be 'euler' or 'heun', got {self.sampler!r}")
         if self.patch_size < 1:

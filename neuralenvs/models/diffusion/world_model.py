@@ -52,6 +52,8 @@ class DiffusionWorldModel(WorldModel):
             cond_dim=config.rew_cond_dim,
             lstm_dim=config.rew_lstm_dim,
             mid_attention=config.rew_mid_attention,
+            encoder=config.rew_encoder,
+            sees_next_frame=config.rew_sees_next_frame,
         )
 
     @property

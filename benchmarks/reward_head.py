@@ -1,0 +1,119 @@
+"""How well a checkpoint's reward head finds the real rewards, fed real frames (teacher forcing).
+
+    python benchmarks/reward_head.py checkpoints/boxing-diffusion --data data/boxing \
+        --out benchmarks/results/reward_head_boxing_diffusion.json
+
+For families whose reward and termination come from ``neuralenvs.nn.reward_end.RewardEndModel``
+(the diffusion family). The head runs its LSTM from zero memory over each held-out episode (the
+dataset's last ``--held-out`` episodes, which the trainer never trains on), every transition
+between two real frames, with the dream-time prior correction applied. For each reward sign it
+reports:
+
+- the argmax decision's hits, misses and false alarms (precision and recall);
+- the expected number of times a dream, which samples the head, would give that sign.
+
+This separates the head from the dream. ``neuralenvs fidelity`` scores the heads on dreamed
+frames, where a miss can also mean that the dream never drew the score change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neuralenvs.checkpoint import build_world_model, load_checkpoint
+from neuralenvs.data import EpisodeDataset
+from neuralenvs.nn.reward_end import reward_to_class
+from neuralenvs.utils.device import describe_hardware, resolve_device
+from neuralenvs.world_model import frames_to_float
+
+SIGNS = {0: "-1", 2: "+1"}
+
+
+@torch.no_grad()
+def episode_logits(model: torch.nn.Module, frames: np.ndarray, actions: np.ndarray, chunk: int = 256) -> torch.Tensor:
+    """Corrected reward logits [T, 3] for one episode, the LSTM's memory carried across chunks."""
+    head = model.reward_end
+    device = head.reward_head.weight.device
+    x = frames_to_float(torch.from_numpy(frames)).to(device)  # [T + 1, C, H, W]
+    a = torch.from_numpy(actions).long().to(device)
+    memory = head.initial_memory(1)
+    out = []
+    for i in range(0, len(a), chunk):
+        j = min(i + chunk, len(a))
+        logits, _, memory = head(x[None, i:j], a[None, i:j], x[None, i + 1 : j + 1], memory)
+        out.append(logits[0].float() + head.reward_logit_offset.float())
+    return torch.cat(out).cpu()
+
+
+def score(logits: torch.Tensor, rewards: np.ndarray) -> dict[str, dict[str, float]]:
+    real = reward_to_class(torch.from_numpy(rewards)).numpy()
+    chosen = logits.argmax(-1).numpy()
+    probs = logits.softmax(-1).numpy()
+    result = {}
+    for cls, sign in SIGNS.items():
+        hits = int(((chosen == cls) & (real == cls)).sum())
+        predicted, actual = int((chosen == cls).sum()), int((real == cls).sum())
+        result[sign] = {
+            "real": actual,
+            "argmax_predicted": predicted,
+            "argmax_hits": hits,
+            "precision": hits / predicted if predicted else math.nan,
+            "recall": hits / actual if actual else math.nan,
+            "sampled_expected": float(probs[:, cls].sum()),
+            "sampled_expected_hits": float(probs[real == cls, cls].sum()),
+        }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--data", required=True, help="the dataset the checkpoint was trained on")
+    parser.add_argument("--held-out", type=int, default=5, help="its last episodes, never trained on")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=None, help="JSON file to write")
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    model = build_world_model(load_checkpoint(args.checkpoint), device=device).eval()
+    if not hasattr(model, "reward_end"):
+        raise SystemExit(f"{args.checkpoint} has no RewardEndModel (the diffusion family has one)")
+    data = EpisodeDataset(args.data)
+    episodes = list(range(data.num_episodes - args.held_out, data.num_episodes))
+    start = time.perf_counter()
+    logits, rewards = [], []
+    for i in episodes:
+        episode = data.episode(i)
+        logits.append(episode_logits(model, episode.frames, episode.actions))
+        rewards.append(episode.rewards)
+    result = {
+        "checkpoint": args.checkpoint,
+        "data": args.data,
+        "episodes": episodes,
+        "transitions": int(sum(len(r) for r in rewards)),
+        "reward": score(torch.cat(logits), np.concatenate(rewards)),
+        "seconds": time.perf_counter() - start,
+        "hardware": describe_hardware(),
+    }
+    for sign, r in result["reward"].items():
+        print(
+            f"reward {sign}: {r['real']} real; argmax finds {r['argmax_hits']} with "
+            f"{r['argmax_predicted'] - r['argmax_hits']} false alarms (precision {r['precision']:.2f}, "
+            f"recall {r['recall']:.2f}); sampling expects {r['sampled_expected']:.1f} "
+            f"({r['sampled_expected_hits']:.1f} on real ones)"
+        )
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
