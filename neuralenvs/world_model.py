@@ -143,6 +143,12 @@ class WorldModel(nn.Module, abc.ABC):
         that reproduces the older behaviour, so those checkpoints keep loading."""
         return {}
 
+    @property
+    def reweights_reward_classes(self) -> bool:
+        """True if the training loss itself reweights the reward classes (then the trainer calls
+        :meth:`correct_reward_prior` even without oversampling)."""
+        return False
+
     def correct_reward_prior(self, trained: torch.Tensor, real: torch.Tensor) -> None:
         """Called by the trainer when it oversampled rewarded transitions: reward sign classes
         (-1, 0, +1) were seen with frequencies ``trained`` [3] but occur with ``real`` [3]. A family

@@ -151,3 +151,19 @@ def test_fine_tune_with_oversampled_rewards_corrects_the_prior(dataset_path, tmp
     with pytest.raises(ValueError, match="is a diffusion model, not token"):
         Trainer(TrainConfig(family="token", model_config="tiny", data=str(dataset_path), out=str(tmp_path / "t"),
                             steps=1, init_from=str(base_path)), device="cpu")
+
+
+def test_a_class_balanced_reward_loss_is_prior_corrected_without_oversampling(dataset_path, tmp_path):
+    from neuralenvs.models.diffusion.config import PRESETS
+
+    tiny = {**PRESETS["tiny"], "rew_balance_classes": True}
+    trainer = Trainer(TrainConfig(family="diffusion", model_config=tiny, data=str(dataset_path),
+                                  out=str(tmp_path / "run"), steps=1, batch_size=4, held_out_episodes=1,
+                                  start_bank_size=16), device="cpu")
+    trainer.train(progress=False)
+    _, real = trainer._reward_class_frequencies()
+    offset = trainer.model.reward_end.reward_logit_offset.double()
+    # trained as if the classes were equally frequent: the dream shifts them to the real frequencies
+    expected = (real / real.sum()).clamp(min=1e-6).log() - torch.tensor(1 / 3, dtype=torch.float64).log()
+    torch.testing.assert_close(offset[1:], expected[1:], rtol=1e-5, atol=1e-5)
+    assert offset[2] < 0 < offset[1]

@@ -272,7 +272,7 @@ class Trainer:
     def train(self, progress: bool = True) -> WorldModel:
         """Run (or finish) every stage, saving a state every ``save_every_seconds``."""
         self.dataset.load(self.train_episodes, progress=progress)
-        if self.config.reward_fraction > 0 and self._learns_rewards():
+        if self._corrects_reward_prior() and self._learns_rewards():
             self.model.correct_reward_prior(*self._reward_class_frequencies())
         stages = self.model.training_stages()
         self.model.train()
@@ -317,7 +317,7 @@ class Trainer:
         held_out = min(self.config.held_out_episodes, self.dataset.num_episodes - 1)
         self.train_episodes, self.test_episodes = self.dataset.split(held_out)
         self.dataset.load(self.train_episodes, progress=progress)
-        if self.config.reward_fraction > 0:
+        if self._corrects_reward_prior():
             self.model.correct_reward_prior(*self._reward_class_frequencies())
 
     def _stage_data(self, stage: str | None) -> tuple[EpisodeDataset, list[int], float]:
@@ -328,6 +328,10 @@ class Trainer:
         if stage in labelled_stages and self.labelled is not None:
             return self.labelled, list(range(self.labelled.num_episodes)), self.config.reward_fraction
         return self.dataset, self.train_episodes, 0.0 if labelled_stages else self.config.reward_fraction
+
+    def _corrects_reward_prior(self) -> bool:
+        """Whether training sees the reward classes at other than their real frequencies."""
+        return self.config.reward_fraction > 0 or self.model.reweights_reward_classes
 
     def _learns_rewards(self) -> bool:
         return not self.model.labelled_stages or self.labelled is not None

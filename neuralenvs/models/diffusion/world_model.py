@@ -131,6 +131,10 @@ class DiffusionWorldModel(WorldModel):
 
     # ---- training -----------------------------------------------------------------------------
 
+    @property
+    def reweights_reward_classes(self) -> bool:
+        return self.config.rew_balance_classes
+
     def correct_reward_prior(self, trained: torch.Tensor, real: torch.Tensor) -> None:
         if self.config.rew_balance_classes:  # the loss made every class equally frequent
             trained = torch.ones(NUM_REWARD_CLASSES)
