@@ -116,6 +116,11 @@ def test_fine_tune_with_oversampled_rewards_corrects_the_prior(dataset_path, tmp
     trained, real = tuned._reward_class_frequencies()
     assert trained[2] / trained.sum() > real[2] / real.sum()  # rewarded steps were oversampled
     tuned.train(progress=False)
+    exported = load_checkpoint(tuned.export(fidelity=False, progress=False))
+    provenance = exported.config["provenance"]
+    assert provenance["init_from"] == str(base_path)
+    assert provenance["base"]["training_steps"] == 2  # the card states the base's budget too
+    assert "base.training_steps" in (tuned.out / "checkpoint" / "README.md").read_text()
     offset = tuned.model.reward_end.reward_logit_offset
     expected = (real / real.sum()).log() - (trained / trained.sum()).log()
     torch.testing.assert_close(offset[1:].double(), expected[1:], rtol=1e-5, atol=1e-5)  # no "-1" in this data

@@ -439,6 +439,10 @@ class Trainer:
             "hardware": describe_hardware(),
             "wall_clock_seconds": round(self.wall_seconds, 1),
         }
+        if self.config.init_from is not None:  # a fine-tune's budget includes its base's
+            from neuralenvs.checkpoint import load_checkpoint
+
+            provenance["base"] = load_checkpoint(self.config.init_from).config.get("provenance", {})
         if self.model.labelled_stages:
             provenance["labelled_data"] = self.config.labelled_data
             provenance["labelled_transitions"] = int(self.labelled.num_steps) if self.labelled is not None else 0
