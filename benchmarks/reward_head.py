@@ -12,8 +12,11 @@ reports:
 - the argmax decision's hits, misses and false alarms (precision and recall);
 - the expected number of times a dream, which samples the head, would give that sign.
 
-This separates the head from the dream. ``neuralenvs fidelity`` scores the heads on dreamed
-frames, where a miss can also mean that the dream never drew the score change.
+This separates the head from the dream. ``neuralenvs fidelity`` scores the heads over 50-step
+dreams, which drift away from the real episode. ``--dreamed`` adds the step between: one dreamed
+step from real context, on every held-out rewarded transition and as many unrewarded ones, with the
+head reading the dreamed next frame (and its memory burnt in on the real context). The share of
+each kind where the argmax sign is right shows whether the dream draws what the head looks for.
 """
 
 from __future__ import annotations
@@ -72,11 +75,43 @@ def score(logits: torch.Tensor, rewards: np.ndarray) -> dict[str, dict[str, floa
     return result
 
 
+@torch.no_grad()
+def one_dreamed_step(model: torch.nn.Module, data: EpisodeDataset, episodes: list[int], seed: int = 0) -> dict:
+    """Argmax reward sign after one dreamed step from real context, on the rewarded held-out
+    transitions and as many unrewarded ones."""
+    k = model.context_frames
+    rewarded, unrewarded = [], []
+    for i in episodes:
+        rewards = data.episode(i).rewards
+        for t in range(k - 1, len(rewards)):
+            (rewarded if rewards[t] else unrewarded).append((i, t))
+    rng = np.random.default_rng(seed)
+    unrewarded = [unrewarded[j] for j in rng.choice(len(unrewarded), len(rewarded), replace=False)]
+    result = {}
+    for name, windows in (("rewarded", rewarded), ("unrewarded", unrewarded)):
+        right = nonzero = 0
+        for lo in range(0, len(windows), 64):
+            chunk = [(data.episode(i), t) for i, t in windows[lo : lo + 64]]
+            frames = torch.from_numpy(np.stack([ep.frames[t - k + 1 : t + 1] for ep, t in chunk]))
+            actions = torch.from_numpy(np.stack([ep.actions[t - k + 1 : t] for ep, t in chunk]))
+            state = model.init_state(frames.to(model.device), actions.to(model.device))
+            step = torch.tensor([ep.actions[t] for ep, t in chunk], device=model.device)
+            result_step = model.step(state, step, torch.Generator(device=model.device).manual_seed(seed))
+            predicted = result_step.reward.sign().cpu().numpy()
+            real = np.sign([ep.rewards[t] for ep, t in chunk])
+            right += int((predicted == real).sum())
+            nonzero += int((predicted != 0).sum())
+        result[name] = {"transitions": len(windows), "sign_right": right / len(windows),
+                        "nonzero": nonzero / len(windows)}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
     parser.add_argument("--data", required=True, help="the dataset the checkpoint was trained on")
     parser.add_argument("--held-out", type=int, default=5, help="its last episodes, never trained on")
+    parser.add_argument("--dreamed", action="store_true", help="also score the head after one dreamed step")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="JSON file to write")
     args = parser.parse_args()
@@ -109,6 +144,11 @@ def main() -> None:
             f"recall {r['recall']:.2f}); sampling expects {r['sampled_expected']:.1f} "
             f"({r['sampled_expected_hits']:.1f} on real ones)"
         )
+    if args.dreamed:
+        result["one_dreamed_step"] = one_dreamed_step(model, data, episodes)
+        for name, r in result["one_dreamed_step"].items():
+            print(f"one dreamed step, {r['transitions']} {name} transitions: sign right {r['sign_right']:.2f}, "
+                  f"nonzero {r['nonzero']:.2f}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
