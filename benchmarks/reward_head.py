@@ -122,6 +122,7 @@ def main() -> None:
         raise SystemExit(f"{args.checkpoint} has no RewardEndModel (the diffusion family has one)")
     data = EpisodeDataset(args.data)
     episodes = list(range(data.num_episodes - args.held_out, data.num_episodes))
+    data.load(episodes)  # read each episode once; --dreamed revisits them window by window
     start = time.perf_counter()
     logits, rewards = [], []
     for i in episodes:

@@ -105,6 +105,7 @@ class Trainer:
         )
         self.stage_index, self.step_in_stage, self.wall_seconds = 0, 0, 0.0
         self.prepared: dict[str, Any] = {}  # what each stage's one-off preparation reported
+        self.base_provenance: dict[str, Any] | None = None  # the init_from checkpoint's
         self.rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
         if config.init_from is not None:
@@ -159,7 +160,7 @@ class Trainer:
         frozen = self._submodule_prefixes(tuple(self.config.freeze), "freeze")
         trainable = []
         for name, p in self.model.named_parameters():
-            p.requires_grad_(not name.startswith(frozen) if frozen else True)
+            p.requires_grad_(not name.startswith(frozen))  # startswith(()) is False
             if p.requires_grad:
                 trainable.append(p)
         if not trainable:
@@ -174,6 +175,7 @@ class Trainer:
         checkpoint = load_checkpoint(path)
         if checkpoint.family != self.config.family:
             raise ValueError(f"--init-from {path} is a {checkpoint.family} model, not {self.config.family}")
+        self.base_provenance = checkpoint.config.get("provenance", {})
         own = self.model.state_dict()
         fresh = self._submodule_prefixes(tuple(self.config.reinit), "reinit")
         weights = {n: w for n, w in checkpoint.weights.items() if not n.startswith(fresh)}
@@ -439,10 +441,8 @@ class Trainer:
             "hardware": describe_hardware(),
             "wall_clock_seconds": round(self.wall_seconds, 1),
         }
-        if self.config.init_from is not None:  # a fine-tune's budget includes its base's
-            from neuralenvs.checkpoint import load_checkpoint
-
-            provenance["base"] = load_checkpoint(self.config.init_from).config.get("provenance", {})
+        if self.base_provenance is not None:  # a fine-tune's budget includes its base's
+            provenance["base"] = self.base_provenance
         if self.model.labelled_stages:
             provenance["labelled_data"] = self.config.labelled_data
             provenance["labelled_transitions"] = int(self.labelled.num_steps) if self.labelled is not None else 0
