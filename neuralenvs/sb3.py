@@ -14,9 +14,12 @@ carries a Monitor-style ``episode`` info (its dreamed return), which SB3 logs as
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -25,20 +28,26 @@ import torch
 from gymnasium import spaces
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from neuralenvs.envs.dream import DreamVectorEnv
+from neuralenvs.utils.io import temp_sibling
 
 __all__ = [
     "ALGORITHMS",
+    "ChannelsLastCNN",
     "default_algo_kwargs",
+    "describe_algo_kwargs",
     "DreamSB3VecEnv",
     "make_sb3_env",
     "train_in_dream",
     "evaluate",
     "evaluate_random",
+    "save_agent",
 ]
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
@@ -48,15 +57,35 @@ ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN
 # Dreams are short (DIAMOND cuts them at 15 steps) and many run at once: PPO collects 64 steps per
 # dream between updates instead of SB3's 2048, so a CPU budget of tens of thousands of steps still
 # gives dozens of updates. DQN's default 1M-frame buffer would not fit images in memory.
+class ChannelsLastCNN(NatureCNN):
+    """SB3's ``NatureCNN`` (the same layers, weights and outputs) fed its images in channels-last
+    memory order, which oneDNN's CPU convolutions run about twice as fast forward and backward (a
+    PPO update on 64x64x12 observations: 0.21 s instead of 0.38 s per minibatch of 256, one thread)."""
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return super().forward(observations.contiguous(memory_format=torch.channels_last))
+
+
+_CNN = {"policy_kwargs": {"features_extractor_class": ChannelsLastCNN}}
 _DEFAULT_ALGO_KWARGS: dict[str, dict[str, Any]] = {
-    "ppo": {"n_steps": 64, "batch_size": 256, "n_epochs": 4, "learning_rate": 2.5e-4, "ent_coef": 0.01},
-    "dqn": {"buffer_size": 100_000},
+    "ppo": {"n_steps": 64, "batch_size": 256, "n_epochs": 4, "learning_rate": 2.5e-4, "ent_coef": 0.01, **_CNN},
+    "a2c": {**_CNN},
+    "dqn": {"buffer_size": 100_000, **_CNN},
 }
 
 
-def default_algo_kwargs(algo: str) -> dict[str, Any]:
-    """The constructor settings neuralenvs uses for ``algo`` in a dream (a copy; see above)."""
-    return dict(_DEFAULT_ALGO_KWARGS.get(algo.lower(), {}))
+def default_algo_kwargs(algo: str, policy: str | type = "CnnPolicy") -> dict[str, Any]:
+    """The constructor settings neuralenvs uses for ``algo`` in a dream (a copy; see above). The
+    channels-last image encoder applies only to ``CnnPolicy``."""
+    kwargs = {k: (dict(v) if isinstance(v, dict) else v) for k, v in _DEFAULT_ALGO_KWARGS.get(algo.lower(), {}).items()}
+    if policy != "CnnPolicy":
+        kwargs.pop("policy_kwargs", None)
+    return kwargs
+
+
+def describe_algo_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` as JSON can hold them: classes by their name."""
+    return json.loads(json.dumps(kwargs, default=lambda o: getattr(o, "__name__", repr(o))))
 
 
 class DreamSB3VecEnv(VecEnv):
@@ -197,6 +226,8 @@ def train_in_dream(
     *,
     env_kwargs: dict[str, Any] | None = None,
     verbose: int = 0,
+    save_path: str | os.PathLike[str] | None = None,
+    save_every: int = 20_000,
 ) -> BaseAlgorithm:
     """Train an SB3 agent (``"ppo"``, ``"a2c"``, ``"dqn"`` or an SB3 class) only in a dream.
 
@@ -204,13 +235,55 @@ def train_in_dream(
     :class:`DreamVectorEnv` or a ready ``VecEnv``. ``algo_kwargs`` go to the algorithm's
     constructor (DQN defaults to a 100k replay buffer). Returns the trained algorithm; its
     ``policy`` runs unchanged on the matching ``-real-v0`` game.
+
+    With ``save_path`` (a ``.zip``), the agent is saved there atomically about every
+    ``save_every`` steps and at the end, and a call that finds it resumes that agent and trains
+    only the steps still missing to ``total_timesteps`` (a killed run loses at most
+    ``save_every`` steps; a finished one asked for more trains the difference).
     """
     name, cls = _algorithm(algo)
     vec_env = make_sb3_env(env, n_envs, **(env_kwargs or {}))
-    kwargs = {**default_algo_kwargs(name), **(algo_kwargs or {})}
-    model = cls(policy, vec_env, seed=seed, verbose=verbose, **kwargs)
-    model.learn(total_timesteps=int(total_timesteps), progress_bar=progress_bar)
+    if save_path is not None and Path(save_path).exists():
+        model = cls.load(str(save_path), env=vec_env, device=(algo_kwargs or {}).get("device", "auto"))
+    else:
+        kwargs = {**default_algo_kwargs(name, policy), **(algo_kwargs or {})}
+        model = cls(policy, vec_env, seed=seed, verbose=verbose, **kwargs)
+    remaining = int(total_timesteps) - int(model.num_timesteps)
+    if remaining > 0:
+        callback = None if save_path is None else _SaveEvery(save_path, save_every)
+        model.learn(total_timesteps=remaining, progress_bar=progress_bar, reset_num_timesteps=False,
+                    callback=callback)
+        if save_path is not None:
+            save_agent(model, save_path)
     return model
+
+
+class _SaveEvery(BaseCallback):
+    """Save the agent every ``every`` steps, at the start of a rollout: right after an update,
+    so the saved weights and step count agree and a resumed run repeats no update."""
+
+    def __init__(self, path: str | os.PathLike[str], every: int) -> None:
+        super().__init__()
+        self.path, self.every, self.saved_at = Path(path), int(every), None
+
+    def _on_rollout_start(self) -> None:
+        if self.saved_at is None:
+            self.saved_at = self.num_timesteps
+        elif self.num_timesteps - self.saved_at >= self.every:
+            save_agent(self.model, self.path)
+            self.saved_at = self.num_timesteps
+
+    def _on_step(self) -> bool:
+        return True
+
+
+def save_agent(agent: BaseAlgorithm, path: str | os.PathLike[str]) -> None:
+    """Save an SB3 agent to ``path`` (a ``.zip``) atomically: a run killed mid-save keeps the last
+    good agent, which is what a resumed run loads."""
+    path = Path(path)
+    tmp = Path(f"{temp_sibling(path.with_suffix(''))}.zip")  # SB3 appends .zip to any other name
+    agent.save(str(tmp))
+    os.replace(tmp, path)
 
 
 def _summary(returns: list[float], lengths: list[int]) -> dict[str, Any]:
@@ -225,10 +298,22 @@ def _summary(returns: list[float], lengths: list[int]) -> dict[str, Any]:
     }
 
 
+def _random_action(space: spaces.Space, rng: np.random.Generator) -> Any:
+    if isinstance(space, spaces.Discrete):
+        return int(space.start + rng.integers(space.n))
+    space.seed(int(rng.integers(2**31)))
+    return space.sample()
+
+
 def _to_env_action(action: Any, space: spaces.Space) -> Any:
     if isinstance(space, spaces.Discrete):
         return int(np.asarray(action).reshape(-1)[0])  # ALE wants a plain int
     return action
+
+
+# Test games run side by side so the policy sees them as one batch: one forward pass per step for
+# up to this many games instead of one per game (the policy, not the emulator, dominates at batch 1).
+MAX_PARALLEL_GAMES = 32
 
 
 def _run_episodes(
@@ -236,32 +321,52 @@ def _run_episodes(
     n_episodes: int,
     seed: int | None,
     env_kwargs: dict[str, Any] | None,
-    act: Callable[[Any, gym.Env], Any],
+    act: Callable[[np.ndarray, list[gym.Env]], np.ndarray],
     max_episode_steps: int | None,
 ) -> dict[str, Any]:
+    """Play ``n_episodes`` games, episode ``i`` reset with ``seed + i``, up to
+    :data:`MAX_PARALLEL_GAMES` at once (one game at a time when ``env`` is an instance). ``act``
+    maps the stacked observations of the running games to one action each."""
     if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 1:
         raise ValueError(f"n_episodes must be a positive integer, got {n_episodes!r}")
     owned = isinstance(env, str)
-    game: gym.Env = gym.make(env, **(env_kwargs or {})) if owned else env
-    returns: list[float] = []
-    lengths: list[int] = []
+    games: list[gym.Env] = (
+        [gym.make(env, **(env_kwargs or {})) for _ in range(min(n_episodes, MAX_PARALLEL_GAMES))]
+        if owned else [env]
+    )
+    returns = [0.0] * n_episodes
+    lengths = [0] * n_episodes
     try:
-        for episode in range(n_episodes):
-            obs, _ = game.reset(seed=None if seed is None else seed + episode)
-            total, steps, done = 0.0, 0, False
-            while not done:
-                action = _to_env_action(act(obs, game), game.action_space)
-                obs, reward, terminated, truncated, _ = game.step(action)
-                total += float(reward)  # the real, unclipped score
-                steps += 1
-                done = (
-                    terminated or truncated or (max_episode_steps is not None and steps >= max_episode_steps)
-                )
-            returns.append(total)
-            lengths.append(steps)
+        running: dict[int, tuple[int, Any]] = {}  # game slot -> (episode, its newest observation)
+        next_episode = 0
+
+        def start(slot: int) -> None:
+            nonlocal next_episode
+            obs, _ = games[slot].reset(seed=None if seed is None else seed + next_episode)
+            running[slot] = (next_episode, obs)
+            next_episode += 1
+
+        for slot in range(len(games)):
+            start(slot)
+        while running:
+            slots = sorted(running)
+            actions = act(np.stack([running[s][1] for s in slots]), [games[s] for s in slots])
+            for slot, action in zip(slots, actions, strict=True):
+                episode, game = running[slot][0], games[slot]
+                obs, reward, terminated, truncated, _ = game.step(_to_env_action(action, game.action_space))
+                returns[episode] += float(reward)  # the real, unclipped score
+                lengths[episode] += 1
+                capped = max_episode_steps is not None and lengths[episode] >= max_episode_steps
+                if terminated or truncated or capped:
+                    del running[slot]
+                    if next_episode < n_episodes:
+                        start(slot)
+                else:
+                    running[slot] = (episode, obs)
     finally:
         if owned:
-            game.close()
+            for game in games:
+                game.close()
     return _summary(returns, lengths)
 
 
@@ -276,14 +381,16 @@ def evaluate(
     max_episode_steps: int | None = None,
 ) -> dict[str, Any]:
     """Mean real return of an agent (anything with SB3's ``predict``) over ``n_episodes`` of a
-    gym id (typically ``neuralenvs/<Game>-real-v0``) or an env; one plain episode loop, no
+    gym id (typically ``neuralenvs/<Game>-real-v0``) or an env; plain episode loops, no
     wrappers, so the score is the game's own. Episode ``i`` is reset with ``seed + i`` and, with a
-    seed, the policy's own sampling is seeded too (without touching the global RNG state).
+    seed, the policy's own sampling is seeded too (without touching the global RNG state). For a
+    gym id, up to ``MAX_PARALLEL_GAMES`` games run side by side and ``predict`` gets their
+    observations as one batch.
 
     Returns ``{"mean", "stderr", "returns", "lengths", "n_episodes"}``.
     """
 
-    def act(obs: Any, game: gym.Env) -> Any:
+    def act(obs: np.ndarray, games: list[gym.Env]) -> np.ndarray:
         return model.predict(obs, deterministic=deterministic)[0]
 
     if seed is None:
@@ -303,13 +410,9 @@ def evaluate_random(
 ) -> dict[str, Any]:
     """The same measurement for a uniformly random policy (the baseline of human-normalized
     scores)."""
-    seeded = False
+    rng = np.random.default_rng(seed)
 
-    def act(obs: Any, game: gym.Env) -> Any:
-        nonlocal seeded
-        if not seeded:
-            game.action_space.seed(seed)
-            seeded = True
-        return game.action_space.sample()
+    def act(obs: np.ndarray, games: list[gym.Env]) -> np.ndarray:
+        return np.array([_random_action(game.action_space, rng) for game in games])
 
     return _run_episodes(env, n_episodes, seed, env_kwargs, act, max_episode_steps)

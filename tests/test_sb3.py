@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from conftest import FAMILY_FACTORIES
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -166,3 +168,91 @@ def test_train_by_id_then_evaluate_in_the_game() -> None:
     assert random == evaluate_random(REAL_ID, n_episodes=3, seed=0, env_kwargs={"horizon": 5})
     with pytest.raises(ValueError, match="unknown algorithm"):
         train_in_dream("sac", DREAM_ID, 10)
+
+
+_TRAIN_UNTIL_KILLED = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np, torch
+torch.set_num_threads(1)
+from toy_world_model import make_toy, synthetic_episodes
+from neuralenvs.envs.dream import DreamVectorEnv
+from neuralenvs.envs.starts import StartBank
+from neuralenvs.sb3 import make_sb3_env, train_in_dream
+model = make_toy()
+bank = StartBank.cut(synthetic_episodes(2, 10, model.obs_shape, model.num_actions), model.context_frames, 8,
+                     np.random.default_rng(0))
+dream = make_sb3_env(DreamVectorEnv(model, bank, 2, horizon=8, device="cpu"))
+train_in_dream("ppo", dream, 10**9, seed=0, algo_kwargs={"n_steps": 16, "batch_size": 32, "n_epochs": 1},
+               save_path=sys.argv[2], save_every=32)
+"""
+
+
+def test_a_killed_dream_training_resumes_from_its_last_saved_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from stable_baselines3 import PPO
+
+    save_path = tmp_path / "agent.zip"
+    tests_dir = str(Path(__file__).parent)
+    proc = subprocess.Popen([sys.executable, "-c", _TRAIN_UNTIL_KILLED, tests_dir, str(save_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:  # kill -9 once the agent has been saved twice
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if save_path.exists() and PPO.load(str(save_path)).num_timesteps >= 64:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read().decode()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    saved = PPO.load(str(save_path))
+    at_kill = saved.num_timesteps
+    assert at_kill >= 64 and at_kill % 32 == 0  # saved right after an update: 2 dreams x 16 steps each
+    asked: list[int] = []
+    weights_at_start: list[dict] = []
+    learn = PPO.learn
+
+    def spy(self, total_timesteps, **kwargs):
+        asked.append(total_timesteps)
+        weights_at_start.append({k: v.clone() for k, v in self.policy.state_dict().items()})
+        return learn(self, total_timesteps, **kwargs)
+
+    monkeypatch.setattr(PPO, "learn", spy)
+    dream = _make_toy_dream(2, horizon=8)
+    small = {"n_steps": 16, "batch_size": 32, "n_epochs": 1}
+    agent = train_in_dream("ppo", dream, at_kill + 32, algo_kwargs=small, save_path=save_path)
+    assert asked == [32] and agent.num_timesteps == at_kill + 32  # resumed: only the missing steps
+    for name, value in saved.policy.state_dict().items():  # ... from the saved agent's weights
+        assert torch.equal(value, weights_at_start[0][name])
+    assert PPO.load(str(save_path)).num_timesteps == at_kill + 32  # saved at the end
+    agent = train_in_dream("ppo", _make_toy_dream(2, horizon=8), at_kill + 64, algo_kwargs=small, save_path=save_path)
+    assert asked == [32, 32] and agent.num_timesteps == at_kill + 64  # a finished run asked for more trains more
+    train_in_dream("ppo", _make_toy_dream(2, horizon=8), at_kill + 64, algo_kwargs=small, save_path=save_path)
+    assert asked == [32, 32]  # and one asked for what it has trains nothing
+
+
+def test_evaluation_gives_each_episode_the_same_game_however_many_run_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import neuralenvs.sb3 as sb3
+
+    class FirstAction:  # deterministic: each episode's return depends only on its seed
+        def predict(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, None]:
+            assert obs.ndim == 4  # one batch of the running games' observations
+            return np.zeros(len(obs), dtype=np.int64), None
+
+    runs = {}
+    for parallel in (1, 2, 32):
+        monkeypatch.setattr(sb3, "MAX_PARALLEL_GAMES", parallel)
+        runs[parallel] = evaluate(FirstAction(), REAL_ID, n_episodes=5, seed=3, env_kwargs={"horizon": 6})
+    assert runs[1] == runs[2] == runs[32]
+    assert len(set(runs[1]["returns"])) > 1  # the episodes differ, so a mixed-up seed would show

@@ -12,6 +12,7 @@ hand the agent almost no reward, while sampling gives it the expected reward the
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from neuralenvs.envs.atari import human_normalized_score
 
@@ -29,7 +30,10 @@ def measure_utility(
     algo_kwargs: dict | None = None,
     sample_heads: bool = True,
     progress: bool = True,
+    run_dir: str | None = None,
 ) -> dict:
+    """Train ``algo`` for ``steps`` in the dream of ``checkpoint``, then score it and random play in
+    the real game. With ``run_dir``, the agent is saved there as it trains and a rerun resumes it."""
     from neuralenvs.envs.dream import DreamVectorEnv
     from neuralenvs.registry import load_world_model_and_starts, real_env_id
     from neuralenvs.sb3 import evaluate, evaluate_random, make_sb3_env, train_in_dream
@@ -46,6 +50,7 @@ def measure_utility(
     agent = train_in_dream(
         algo, make_sb3_env(dream), total_timesteps=steps, seed=seed,
         algo_kwargs=algo_kwargs, progress_bar=progress,
+        save_path=None if run_dir is None else Path(run_dir) / "agent.zip",
     )
     train_seconds = time.perf_counter() - t0
     real_id = real_env_id(game)

@@ -89,13 +89,16 @@ def make_atari_env(
     seed: int | None = None,
     frame_stack: int = 1,
     render_mode: str | None = None,
+    clip_rewards: bool = False,
 ) -> gym.Env:
     """The real game ``game`` under the Atari 100k protocol.
 
     Observations are uint8 (64, 64, 3 * frame_stack); actions are the game's minimal action set.
     ``train=True`` ends an episode at every lost life (as in the training data); the default
     (``False``) plays to game over, as the benchmark's evaluation does. ``seed`` seeds the first
-    reset (the no-op count and the emulator).
+    reset (the no-op count and the emulator). ``clip_rewards=True`` gives each step's reward as its
+    sign (-1, 0, +1), which is what a dream's reward head predicts: an agent trained on the real game
+    with ``train=True, clip_rewards=True`` sees the same episodes and rewards it would in a dream.
     """
     import ale_py
 
@@ -118,6 +121,8 @@ def make_atari_env(
         grayscale_obs=False,
         scale_obs=False,
     )
+    if clip_rewards:
+        env = gym.wrappers.TransformReward(env, lambda r: float(np.sign(r)))
     if frame_stack != 1:
         env = ChannelFrameStack(env, frame_stack)
     if seed is not None:

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -55,7 +54,7 @@ from tqdm.auto import tqdm
 from neuralenvs.data.episodes import Episode, EpisodeDataset
 from neuralenvs.training.trainer import TrainConfig, Trainer
 from neuralenvs.utils.device import describe_hardware, resolve_device
-from neuralenvs.utils.io import atomic_write_text, temp_sibling
+from neuralenvs.utils.io import atomic_write_text
 
 __all__ = ["BUDGETS", "ImaginationConfig", "ImaginationRun", "run_imagination"]
 
@@ -350,14 +349,14 @@ class ImaginationRun:
             )
 
     def train_agent(self, until_steps: int) -> None:
+        from neuralenvs.sb3 import save_agent
+
         need = until_steps - int(self.agent.num_timesteps)
         if need <= 0:
             return
         self.dream.set_starts(self._start_bank())
         self.agent.learn(need, reset_num_timesteps=False, tb_log_name="agent", progress_bar=False)
-        tmp = Path(f"{temp_sibling(self.out / 'agent')}.zip")  # SB3 would append .zip to any other name
-        self.agent.save(str(tmp))
-        os.replace(tmp, self.out / "agent.zip")
+        save_agent(self.agent, self.out / "agent.zip")
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
