@@ -13,10 +13,10 @@ reports:
 - the expected number of times a dream, which samples the head, would give that sign.
 
 This separates the head from the dream. ``neuralenvs fidelity`` scores the heads over 50-step
-dreams, which drift away from the real episode. ``--dreamed`` adds the step between: one dreamed
-step from real context, on every held-out rewarded transition and as many unrewarded ones, with the
-head reading the dreamed next frame (and its memory burnt in on the real context). The share of
-each kind where the argmax sign is right shows whether the dream draws what the head looks for.
+dreams, which drift away from the real episode. ``--dreamed`` adds the step between, for any
+family (and is all there is for families without a ``RewardEndModel``): one dreamed step from real
+context on every held-out transition, argmax heads, precision and recall of each reward sign and of
+episode ends (``neuralenvs.bench.fidelity.one_step_heads``): where the agent looks in a dream.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from neuralenvs.bench.fidelity import one_step_heads
 from neuralenvs.checkpoint import build_world_model, load_checkpoint
 from neuralenvs.data import EpisodeDataset
 from neuralenvs.nn.reward_end import reward_to_class
@@ -75,37 +76,6 @@ def score(logits: torch.Tensor, rewards: np.ndarray) -> dict[str, dict[str, floa
     return result
 
 
-@torch.no_grad()
-def one_dreamed_step(model: torch.nn.Module, data: EpisodeDataset, episodes: list[int], seed: int = 0) -> dict:
-    """Argmax reward sign after one dreamed step from real context, on the rewarded held-out
-    transitions and as many unrewarded ones."""
-    k = model.context_frames
-    rewarded, unrewarded = [], []
-    for i in episodes:
-        rewards = data.episode(i).rewards
-        for t in range(k - 1, len(rewards)):
-            (rewarded if rewards[t] else unrewarded).append((i, t))
-    rng = np.random.default_rng(seed)
-    unrewarded = [unrewarded[j] for j in rng.choice(len(unrewarded), len(rewarded), replace=False)]
-    result = {}
-    for name, windows in (("rewarded", rewarded), ("unrewarded", unrewarded)):
-        right = nonzero = 0
-        for lo in range(0, len(windows), 64):
-            chunk = [(data.episode(i), t) for i, t in windows[lo : lo + 64]]
-            frames = torch.from_numpy(np.stack([ep.frames[t - k + 1 : t + 1] for ep, t in chunk]))
-            actions = torch.from_numpy(np.stack([ep.actions[t - k + 1 : t] for ep, t in chunk]))
-            state = model.init_state(frames.to(model.device), actions.to(model.device))
-            step = torch.tensor([ep.actions[t] for ep, t in chunk], device=model.device)
-            result_step = model.step(state, step, torch.Generator(device=model.device).manual_seed(seed))
-            predicted = result_step.reward.sign().cpu().numpy()
-            real = np.sign([ep.rewards[t] for ep, t in chunk])
-            right += int((predicted == real).sum())
-            nonzero += int((predicted != 0).sum())
-        result[name] = {"transitions": len(windows), "sign_right": right / len(windows),
-                        "nonzero": nonzero / len(windows)}
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
@@ -118,26 +88,28 @@ def main() -> None:
 
     device = resolve_device(args.device)
     model = build_world_model(load_checkpoint(args.checkpoint), device=device).eval()
-    if not hasattr(model, "reward_end"):
-        raise SystemExit(f"{args.checkpoint} has no RewardEndModel (the diffusion family has one)")
     data = EpisodeDataset(args.data)
     episodes = list(range(data.num_episodes - args.held_out, data.num_episodes))
-    data.load(episodes)  # read each episode once; --dreamed revisits them window by window
+    data.load(episodes)  # read each episode once
     start = time.perf_counter()
+    result = {"checkpoint": args.checkpoint, "data": args.data, "episodes": episodes, "hardware": describe_hardware()}
+    if args.dreamed or not hasattr(model, "reward_end"):
+        heads = one_step_heads(model, data, episodes)
+        result["one_dreamed_step"] = heads
+        for name, r in [*heads["reward_by_sign"].items(), ("any", heads["reward"]), ("end", heads["termination"])]:
+            print(f"one dreamed step, {'reward ' + name if name != 'end' else 'episode end'}: {r['real']} real, "
+                  f"{r['predicted']} predicted; precision {r['precision']:.2f}, recall {r['recall']:.2f}")
+    if not hasattr(model, "reward_end"):
+        print(f"{args.checkpoint}: no RewardEndModel, so no teacher-forced score (the diffusion family has one)")
+        _write(result, args.out, start)
+        return
     logits, rewards = [], []
     for i in episodes:
         episode = data.episode(i)
         logits.append(episode_logits(model, episode.frames, episode.actions))
         rewards.append(episode.rewards)
-    result = {
-        "checkpoint": args.checkpoint,
-        "data": args.data,
-        "episodes": episodes,
-        "transitions": int(sum(len(r) for r in rewards)),
-        "reward": score(torch.cat(logits), np.concatenate(rewards)),
-        "seconds": time.perf_counter() - start,
-        "hardware": describe_hardware(),
-    }
+    result["transitions"] = int(sum(len(r) for r in rewards))
+    result["reward"] = score(torch.cat(logits), np.concatenate(rewards))
     for sign, r in result["reward"].items():
         print(
             f"reward {sign}: {r['real']} real; argmax finds {r['argmax_hits']} with "
@@ -145,15 +117,15 @@ def main() -> None:
             f"recall {r['recall']:.2f}); sampling expects {r['sampled_expected']:.1f} "
             f"({r['sampled_expected_hits']:.1f} on real ones)"
         )
-    if args.dreamed:
-        result["one_dreamed_step"] = one_dreamed_step(model, data, episodes)
-        for name, r in result["one_dreamed_step"].items():
-            print(f"one dreamed step, {r['transitions']} {name} transitions: sign right {r['sign_right']:.2f}, "
-                  f"nonzero {r['nonzero']:.2f}")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.out}")
+    _write(result, args.out, start)
+
+
+def _write(result: dict, out: str | None, start: float) -> None:
+    result["seconds"] = time.perf_counter() - start
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -127,3 +127,43 @@ def measure_fidelity(
         "episodes": list(map(int, episodes)),
         "psnr_cap_db": PSNR_CAP,
     }
+
+
+@torch.no_grad()
+def one_step_heads(
+    model: WorldModel, dataset: EpisodeDataset, episodes: list[int], batch_size: int = 64, seed: int = 0,
+) -> dict:
+    """The heads where the agent looks: after one dreamed step from real context, on every
+    transition of ``episodes`` (argmax heads). Precision and recall of nonzero rewards (sign
+    matched) and of episode ends (a lost life ends a training episode), for any family."""
+    model.eval()
+    k, device = model.context_frames, model.device
+    windows = [(e, t) for e in episodes for t in range(k - 1, dataset.episode_lengths[e])]
+    if not windows:
+        raise ValueError(f"no held-out episode is longer than the {k}-frame context")
+    loaded = {e: dataset.episode(e) for e in episodes}  # each read once
+    generator = torch.Generator(device=device).manual_seed(seed)
+    reward_pred, reward_real, end_pred, end_real = [], [], [], []
+    for lo in range(0, len(windows), batch_size):
+        chunk = [(loaded[e], t) for e, t in windows[lo : lo + batch_size]]
+        frames = torch.from_numpy(np.stack([ep.frames[t - k + 1 : t + 1] for ep, t in chunk]))
+        actions = torch.from_numpy(np.stack([ep.actions[t - k + 1 : t] for ep, t in chunk]).astype(np.int64))
+        state = model.init_state(frames.to(device), actions.to(device))
+        step = torch.tensor([int(ep.actions[t]) for ep, t in chunk], device=device)
+        _, _, reward, terminated = model.step(state, step, generator)
+        reward_pred.append(reward.sign().cpu().numpy())
+        reward_real.append(np.sign([ep.rewards[t] for ep, t in chunk]))
+        end_pred.append(terminated.cpu().numpy().astype(np.int64))
+        end_real.append(np.array([bool(ep.terminated[t]) for ep, t in chunk], np.int64))
+    reward_pred, reward_real = np.concatenate(reward_pred), np.concatenate(reward_real)
+    by_sign = {
+        name: _precision_recall(np.where(reward_pred == sign, sign, 0), np.where(reward_real == sign, sign, 0))
+        for name, sign in (("-1", -1), ("+1", 1))
+    }
+    return {
+        "transitions": len(windows),
+        "reward": _precision_recall(reward_pred, reward_real),
+        "reward_by_sign": by_sign,
+        "termination": _precision_recall(np.concatenate(end_pred), np.concatenate(end_real)),
+        "episodes": list(map(int, episodes)),
+    }
