@@ -11,13 +11,12 @@ before our own runs are put beside them.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
 
+from neuralenvs.bench.report import write_json
 from neuralenvs.bench.scores import METRICS, PUBLISHED_METHODS, aggregate, load_published, plot_iqm
-from neuralenvs.utils.io import atomic_write_text
 
 
 def main() -> None:
@@ -53,7 +52,7 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "methods": results,
     }
-    atomic_write_text(out, json.dumps(record, indent=1) + "\n")
+    write_json(out, record)
     plot_iqm(results, args.plot)
     print(f"\nwrote {out} and {args.plot}; bootstrap took {sum(seconds.values()):.0f} s in all")
 

@@ -22,7 +22,6 @@ Prints the table, writes JSON to --out, and exits with status 1 if any case fail
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import neuralenvs.models  # noqa: E402
+from neuralenvs.bench.report import write_json  # noqa: E402
 from neuralenvs.checkpoint import FORMAT_VERSION  # noqa: E402
 
 
@@ -118,9 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "passed": not report.failures,
         **report.as_json(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, result)
     return 1 if report.failures else 0
 
 

@@ -11,7 +11,6 @@ a markdown table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dream_speed import measure  # noqa: E402
 
+from neuralenvs.bench.report import write_json
 from neuralenvs.checkpoint import build_world_model, load_checkpoint  # noqa: E402
 from neuralenvs.utils.device import describe_hardware, resolve_device  # noqa: E402
 
@@ -121,8 +121,7 @@ def main() -> None:
     print(table)
     result = {"device": str(device), "hardware": describe_hardware(), "torch_threads": torch.get_num_threads(),
               "rows": rows, "markdown": table}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(f"\nwrote {args.out}")
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neuralenvs.bench.report import write_json
 from neuralenvs.data import EpisodeDataset
 
 
@@ -57,8 +58,7 @@ def main() -> None:
         "sample_batch32_len20_ms": sample_s * 1000,
     }
     print(json.dumps(result, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,13 @@ depend on the weights.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from neuralenvs.bench.report import write_json
 from neuralenvs.models import build_model
 from neuralenvs.utils.device import describe_hardware, resolve_device
 
@@ -110,9 +109,7 @@ def main() -> None:
         "matmul_peak_flops": peak,
         "rows": rows,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

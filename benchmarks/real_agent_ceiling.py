@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -37,18 +36,12 @@ TRAIN_ENV = {"frame_stack": 4, "train": True, "clip_rewards": True}  # what a dr
 TEST_ENV = {"frame_stack": 4}  # the real game to game over, unclipped score
 
 
-def gap(agent: dict[str, float], random: dict[str, float]) -> dict[str, float]:
-    """Agent minus random, its standard error (independent samples) and their ratio."""
-    diff = agent["mean"] - random["mean"]
-    stderr = math.hypot(agent["stderr"], random["stderr"])
-    return {"gap": diff, "gap_stderr": stderr, "gap_over_stderr": diff / stderr if stderr > 0 else math.inf}
-
-
 def run_game(game: str, milestones: list[int], episodes: int, seed: int, n_envs: int, runs: str) -> dict[str, Any]:
     """Train, or resume, one game's agent through every milestone; returns its result."""
     import torch
 
     torch.set_num_threads(1)
+    from neuralenvs.bench.utility import score_gap
     from neuralenvs.registry import real_env_id
     from neuralenvs.sb3 import (
         PPO,
@@ -94,7 +87,7 @@ def run_game(game: str, milestones: list[int], episodes: int, seed: int, n_envs:
         start = time.perf_counter()
         score = evaluate(agent, real_id, n_episodes=episodes, seed=seed + 1000, env_kwargs=TEST_ENV)
         row = {"agent_steps": milestone, "agent": score, "train_seconds": train_seconds,
-               "eval_seconds": time.perf_counter() - start, **gap(score, result["random"])}
+               "eval_seconds": time.perf_counter() - start, **score_gap(score, result["random"])}
         result["milestones"] = sorted(result["milestones"] + [row], key=lambda r: r["agent_steps"])
         atomic_write_text(result_path, json.dumps(result, indent=1) + "\n")
         print(f"{game} {milestone} steps: agent {score['mean']:.1f} ± {score['stderr']:.1f}, random "
@@ -134,9 +127,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="JSON summary to write")
     args = parser.parse_args()
 
+    from neuralenvs.bench.report import write_json
     from neuralenvs.envs.atari import check_game
-    from neuralenvs.utils.device import describe_hardware
-    from neuralenvs.utils.io import atomic_write_text
 
     games = [check_game(g) for g in args.games]
     jobs = [(g, args.milestones, args.episodes, args.seed, args.n_envs, args.runs) for g in games]
@@ -153,15 +145,8 @@ def main() -> None:
     print(table(results, milestones))
     print(f"ranked by gap / s.e. at {args.rank_at} steps: {', '.join(r['game'] for r in ranked)}")
     if args.out:
-        summary = {"command": "python benchmarks/real_agent_ceiling.py " + " ".join(
-                       f"--games {' '.join(games)} --milestones {' '.join(map(str, milestones))} "
-                       f"--episodes {args.episodes} --seed {args.seed}".split()),
-                   "rank_at": args.rank_at, "ranked": [r["game"] for r in ranked], "games": results,
-                   "table": table(results, milestones), "hardware": describe_hardware(), "torch_threads": 1,
-                   "written": time.strftime("%Y-%m-%d %H:%M:%S")}
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out, json.dumps(summary, indent=1) + "\n")
-        print(f"wrote {args.out}")
+        write_json(args.out, {"rank_at": args.rank_at, "ranked": [r["game"] for r in ranked], "games": results,
+                              "table": table(results, milestones), "torch_threads": 1})
 
 
 if __name__ == "__main__":

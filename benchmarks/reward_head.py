@@ -22,15 +22,14 @@ episode ends (``neuralenvs.bench.fidelity.one_step_heads``): where the agent loo
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from neuralenvs.bench.fidelity import one_step_heads
+from neuralenvs.bench.report import write_json
 from neuralenvs.checkpoint import build_world_model, load_checkpoint
 from neuralenvs.data import EpisodeDataset
 from neuralenvs.nn.reward_end import reward_to_class
@@ -123,9 +122,7 @@ def main() -> None:
 def _write(result: dict, out: str | None, start: float) -> None:
     result["seconds"] = time.perf_counter() - start
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {out}")
+        write_json(out, result)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,11 @@ Random uint8 segments stand in for data (speed does not depend on the pixels).
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 
+from neuralenvs.bench.report import write_json
 from neuralenvs.models import build_model
 from neuralenvs.utils.device import describe_hardware, resolve_device
 from neuralenvs.world_model import Segments
@@ -64,8 +63,7 @@ def main() -> None:
         print(f"{precision}: {min(times):.3f} s/step (best of {args.repeats})")
     result["bf16_speedup"] = result["fp32_seconds_per_step"] / result["bf16_seconds_per_step"]
     print(f"bf16 autocast speed-up: {result['bf16_speedup']:.2f}x")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

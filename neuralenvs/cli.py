@@ -9,11 +9,11 @@ from pathlib import Path
 
 
 def _write_json(result: dict, path: str | None) -> None:
-    text = json.dumps(result, indent=2)
-    print(text)
+    from neuralenvs.bench.report import write_json
+
+    print(json.dumps(result, indent=2))
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text + "\n")
+        write_json(path, result)
 
 
 def cmd_collect(args: argparse.Namespace) -> None:

@@ -30,6 +30,7 @@ from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
@@ -48,6 +49,7 @@ __all__ = [
     "evaluate",
     "evaluate_random",
     "save_agent",
+    "saved_agent_steps",
 ]
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
@@ -284,6 +286,14 @@ def save_agent(agent: BaseAlgorithm, path: str | os.PathLike[str]) -> None:
     tmp = Path(f"{temp_sibling(path.with_suffix(''))}.zip")  # SB3 appends .zip to any other name
     agent.save(str(tmp))
     os.replace(tmp, path)
+
+
+def saved_agent_steps(path: str | os.PathLike[str]) -> int:
+    """The steps an agent saved by :func:`save_agent` has trained (0 when there is none)."""
+    if not Path(path).exists():
+        return 0
+    data, _, _ = load_from_zip_file(path, load_data=True, device="cpu")
+    return int(data["num_timesteps"])
 
 
 def _summary(returns: list[float], lengths: list[int]) -> dict[str, Any]:

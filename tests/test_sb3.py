@@ -19,7 +19,14 @@ from toy_world_model import ProbeModel, make_toy, synthetic_episodes
 
 from neuralenvs.envs.dream import DreamEnv, DreamVectorEnv
 from neuralenvs.envs.starts import StartBank
-from neuralenvs.sb3 import DreamSB3VecEnv, evaluate, evaluate_random, make_sb3_env, train_in_dream
+from neuralenvs.sb3 import (
+    DreamSB3VecEnv,
+    evaluate,
+    evaluate_random,
+    make_sb3_env,
+    saved_agent_steps,
+    train_in_dream,
+)
 from neuralenvs.world_model import WorldModel
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -217,6 +224,7 @@ def test_a_killed_dream_training_resumes_from_its_last_saved_agent(
     saved = PPO.load(str(save_path))
     at_kill = saved.num_timesteps
     assert at_kill >= 64 and at_kill % 32 == 0  # saved right after an update: 2 dreams x 16 steps each
+    assert saved_agent_steps(save_path) == at_kill and saved_agent_steps(tmp_path / "none.zip") == 0
     asked: list[int] = []
     weights_at_start: list[dict] = []
     learn = PPO.learn

@@ -11,10 +11,19 @@ hand the agent almost no reward, while sampling gives it the expected reward the
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 from neuralenvs.envs.atari import human_normalized_score
+
+
+def score_gap(agent: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
+    """``agent`` minus ``baseline`` (each ``{"mean", "stderr"}`` over independent episodes), the
+    standard error of that difference, and their ratio: how many standard errors apart they are."""
+    diff = agent["mean"] - baseline["mean"]
+    stderr = math.hypot(agent["stderr"], baseline["stderr"])
+    return {"gap": diff, "gap_stderr": stderr, "gap_over_stderr": diff / stderr if stderr > 0 else math.inf}
 
 
 def measure_utility(
@@ -36,7 +45,7 @@ def measure_utility(
     the real game. With ``run_dir``, the agent is saved there as it trains and a rerun resumes it."""
     from neuralenvs.envs.dream import DreamVectorEnv
     from neuralenvs.registry import load_world_model_and_starts, real_env_id
-    from neuralenvs.sb3 import evaluate, evaluate_random, make_sb3_env, train_in_dream
+    from neuralenvs.sb3 import evaluate, evaluate_random, make_sb3_env, saved_agent_steps, train_in_dream
 
     model, starts, config = load_world_model_and_starts(checkpoint, device=device)
     game = config.get("game")
@@ -46,13 +55,16 @@ def measure_utility(
         model, starts, num_envs=n_envs, horizon=horizon, frame_stack=frame_stack, device=model.device,
         sample_heads=sample_heads,
     )
+    save_path = None if run_dir is None else Path(run_dir) / "agent.zip"
+    steps_before = saved_agent_steps(save_path) if save_path is not None else 0
     t0 = time.perf_counter()
     agent = train_in_dream(
         algo, make_sb3_env(dream), total_timesteps=steps, seed=seed,
         algo_kwargs=algo_kwargs, progress_bar=progress,
-        save_path=None if run_dir is None else Path(run_dir) / "agent.zip",
+        save_path=save_path,
     )
     train_seconds = time.perf_counter() - t0
+    steps_now = int(agent.num_timesteps) - steps_before
     real_id = real_env_id(game)
     t0 = time.perf_counter()
     real_kwargs = {"frame_stack": frame_stack}
@@ -70,9 +82,12 @@ def measure_utility(
         "sample_heads": sample_heads,
         "agent": trained,
         "random": random,
+        "agent_vs_random": score_gap(trained, random),
         "agent_hns": human_normalized_score(game, trained["mean"]),
         "random_hns": human_normalized_score(game, random["mean"]),
         "train_seconds": train_seconds,
+        # the whole loop: dream steps, heads, agent forward passes and updates
+        "loop_transitions_per_second": steps_now / train_seconds if steps_now > 0 else math.nan,
         "eval_seconds": eval_seconds,
         "device": str(model.device),
     }
