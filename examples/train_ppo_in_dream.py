@@ -1,11 +1,11 @@
 """Train a PPO agent entirely inside a dreamed Atari game, then play the real game with it.
 
-    python examples/train_ppo_in_dream.py                 # the shipped Boxing dream, ~15 min on 2 CPU cores
+    python examples/train_ppo_in_dream.py                 # the shipped KungFuMaster dream, CPU
     python examples/train_ppo_in_dream.py --steps 2000000 # far more on a GPU
 
 Steps: (1) load the dream, (2) train PPO in it (dreams of 15 steps started from real game states,
-as DIAMOND trains its agent), (3) play 20 real games with the agent and with a random policy,
-(4) write a video of the dream and the real game side by side.
+as DIAMOND trains its agent), (3) play real games with the agent and with a random policy on the
+same seeds, (4) write a video of the dream and the real game side by side.
 """
 
 from __future__ import annotations
@@ -20,14 +20,16 @@ import numpy as np
 import torch
 
 import neuralenvs
+from neuralenvs.bench.utility import score_gap
 from neuralenvs.envs.atari import human_normalized_score
 from neuralenvs.sb3 import evaluate, evaluate_random, make_sb3_env, train_in_dream
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--env-id", default="neuralenvs/Boxing-diffusion-v0", help="a dreamed gym id")
+parser.add_argument("--env-id", default="neuralenvs/KungFuMaster-diffusion-v0", help="a dreamed gym id")
 parser.add_argument("--steps", type=int, default=None, help="dreamed agent steps (default: by device)")
 parser.add_argument("--n-envs", type=int, default=16, help="dreams stepped together")
 parser.add_argument("--episodes", type=int, default=20, help="real test episodes")
+parser.add_argument("--video-steps", type=int, default=300, help="frames in the side-by-side video")
 parser.add_argument("--out", default="demo_out")
 parser.add_argument("--seed", type=int, default=0)
 args = parser.parse_args()
@@ -57,6 +59,10 @@ print(f"\ntrained for {steps} dreamed steps in {train_seconds:.0f} s")
 print(f"{'policy':<22}{'real return (mean ± s.e.)':>28}{'HNS':>8}")
 for name, r in (("PPO trained in dream", trained), ("random", random)):
     print(f"{name:<22}{r['mean']:>19.2f} ± {r['stderr']:<6.2f}{human_normalized_score(game, r['mean']):>8.3f}")
+gap = score_gap(trained, random)
+verdict = "ahead of random beyond the noise" if gap["gap_over_stderr"] > 3 else "NOT clearly ahead of random"
+print(f"dream-trained minus random: {gap['gap']:.1f} ± {gap['gap_stderr']:.1f} "
+      f"({gap['gap_over_stderr']:.1f} standard errors): {verdict}")
 
 # 4. A video: the dream (left) and the real game (right), the agent playing both.
 dream_env = gym.make(args.env_id, frame_stack=frame_stack, horizon=10_000)
@@ -64,7 +70,7 @@ real_env = gym.make(real_id, frame_stack=frame_stack)
 dream_obs, _ = dream_env.reset(seed=args.seed)
 real_obs, _ = real_env.reset(seed=args.seed)
 video = cv2.VideoWriter(str(out / "dream_vs_real.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 15, (2 * 256, 256))
-for _ in range(300):
+for _ in range(args.video_steps):
     frames = [o[..., -3:] for o in (dream_obs, real_obs)]
     side_by_side = np.concatenate([cv2.resize(f, (256, 256), interpolation=cv2.INTER_NEAREST) for f in frames], 1)
     video.write(cv2.cvtColor(side_by_side, cv2.COLOR_RGB2BGR))

@@ -79,3 +79,21 @@ def test_gym_ids_registered():
     env = gym.make("neuralenvs/Pong-real-v0")
     assert env.observation_space.shape == (64, 64, 3)
     assert len(neuralenvs.list_envs("real")) == 26
+
+
+def test_clipped_rewards_are_the_signs_of_the_real_ones():
+    clipped = make_atari_env("KungFuMaster", clip_rewards=True, seed=0)
+    real = make_atari_env("KungFuMaster", seed=0)
+    clipped.reset(seed=0)
+    real.reset(seed=0)
+    rng = np.random.default_rng(0)
+    seen = []
+    for _ in range(3000):  # random play kills an enemy every few hundred steps
+        action = int(rng.integers(clipped.action_space.n))
+        _, r_clipped, done, trunc, _ = clipped.step(action)
+        _, r_real, *_ = real.step(action)
+        seen.append((r_real, r_clipped))
+        if done or trunc:
+            break
+    assert any(r > 1 for r, _ in seen)  # KungFuMaster pays 100s of points
+    assert all(c == np.sign(r) for r, c in seen)
