@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="games trained at once, one process each")
     parser.add_argument("--runs", default="runs/ceiling", help="folder of the per-game agents and results")
     parser.add_argument("--out", default=None, help="JSON summary to write")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="summarise the games' results so far without training (e.g. while a sweep runs)")
     args = parser.parse_args()
 
     from neuralenvs.bench.report import write_json
@@ -132,7 +134,10 @@ def main() -> None:
 
     games = [check_game(g) for g in args.games]
     jobs = [(g, args.milestones, args.episodes, args.seed, args.n_envs, args.runs) for g in games]
-    if args.jobs > 1:
+    if args.summary_only:  # what the games' folders hold so far; trains nothing
+        paths = [Path(args.runs) / g / "result.json" for g in games]
+        results = [json.loads(p.read_text()) for p in paths if p.exists()]
+    elif args.jobs > 1:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             results = list(pool.map(run_game, *zip(*jobs, strict=True)))
     else:

@@ -1,6 +1,6 @@
 """Train a PPO agent entirely inside a dreamed Atari game, then play the real game with it.
 
-    python examples/train_ppo_in_dream.py                 # the shipped KungFuMaster dream, CPU
+    python examples/train_ppo_in_dream.py                 # the shipped Boxing dream, ~15 min on 2 CPU cores
     python examples/train_ppo_in_dream.py --steps 2000000 # far more on a GPU
 
 Steps: (1) load the dream, (2) train PPO in it (dreams of 15 steps started from real game states,
@@ -25,7 +25,7 @@ from neuralenvs.envs.atari import human_normalized_score
 from neuralenvs.sb3 import evaluate, evaluate_random, make_sb3_env, train_in_dream
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--env-id", default="neuralenvs/KungFuMaster-diffusion-v0", help="a dreamed gym id")
+parser.add_argument("--env-id", default="neuralenvs/Boxing-diffusion-v0", help="a dreamed gym id")
 parser.add_argument("--steps", type=int, default=None, help="dreamed agent steps (default: by device)")
 parser.add_argument("--n-envs", type=int, default=16, help="dreams stepped together")
 parser.add_argument("--episodes", type=int, default=20, help="real test episodes")
