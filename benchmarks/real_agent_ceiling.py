@@ -41,6 +41,7 @@ def run_game(game: str, milestones: list[int], episodes: int, seed: int, n_envs:
     import torch
 
     torch.set_num_threads(1)
+    from neuralenvs.bench.report import write_json
     from neuralenvs.bench.utility import score_gap
     from neuralenvs.registry import real_env_id
     from neuralenvs.sb3 import (
@@ -52,8 +53,6 @@ def run_game(game: str, milestones: list[int], episodes: int, seed: int, n_envs:
         make_sb3_env,
         save_agent,
     )
-    from neuralenvs.utils.device import describe_hardware
-    from neuralenvs.utils.io import atomic_write_text
 
     folder = Path(runs) / game
     folder.mkdir(parents=True, exist_ok=True)
@@ -68,9 +67,8 @@ def run_game(game: str, milestones: list[int], episodes: int, seed: int, n_envs:
     if not result:
         start = time.perf_counter()
         random = evaluate_random(real_id, n_episodes=episodes, seed=seed + 1000, env_kwargs=TEST_ENV)
-        result = {**settings, "random": random, "random_seconds": time.perf_counter() - start,
-                  "milestones": [], "hardware": describe_hardware()}
-        atomic_write_text(result_path, json.dumps(result, indent=1) + "\n")
+        result = {**settings, "random": random, "random_seconds": time.perf_counter() - start, "milestones": []}
+        write_json(result_path, result, quiet=True)
     vec_env = make_sb3_env(real_id, n_envs, **TRAIN_ENV)
     done = {row["agent_steps"] for row in result["milestones"]}
     if agent_path.exists():
@@ -89,7 +87,7 @@ def run_game(game: str, milestones: list[int], episodes: int, seed: int, n_envs:
         row = {"agent_steps": milestone, "agent": score, "train_seconds": train_seconds,
                "eval_seconds": time.perf_counter() - start, **score_gap(score, result["random"])}
         result["milestones"] = sorted(result["milestones"] + [row], key=lambda r: r["agent_steps"])
-        atomic_write_text(result_path, json.dumps(result, indent=1) + "\n")
+        write_json(result_path, result, quiet=True)
         print(f"{game} {milestone} steps: agent {score['mean']:.1f} ± {score['stderr']:.1f}, random "
               f"{result['random']['mean']:.1f} ± {result['random']['stderr']:.1f}, gap "
               f"{row['gap_over_stderr']:.1f} s.e. ({train_seconds:.0f} s training)", flush=True)

@@ -54,11 +54,7 @@ __all__ = [
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
 
-# SB3's DQN default replay buffer (1M) of 64x64x3 frames needs ~25 GB; 100k (the Atari 100k
-# budget) is the largest a dream-trained agent needs. Any algo_kwargs override these.
-# Dreams are short (DIAMOND cuts them at 15 steps) and many run at once: PPO collects 64 steps per
-# dream between updates instead of SB3's 2048, so a CPU budget of tens of thousands of steps still
-# gives dozens of updates. DQN's default 1M-frame buffer would not fit images in memory.
+
 class ChannelsLastCNN(NatureCNN):
     """SB3's ``NatureCNN`` (the same layers, weights and outputs) fed its images in channels-last
     memory order, which oneDNN's CPU convolutions run about twice as fast forward and backward (a
@@ -68,6 +64,11 @@ class ChannelsLastCNN(NatureCNN):
         return super().forward(observations.contiguous(memory_format=torch.channels_last))
 
 
+# SB3's DQN default replay buffer (1M) of 64x64x3 frames needs ~25 GB; 100k (the Atari 100k
+# budget) is the largest a dream-trained agent needs. Any algo_kwargs override these.
+# Dreams are short (DIAMOND cuts them at 15 steps) and many run at once: PPO collects 64 steps per
+# dream between updates instead of SB3's 2048, so a CPU budget of tens of thousands of steps still
+# gives dozens of updates. DQN's default 1M-frame buffer would not fit images in memory.
 _CNN = {"policy_kwargs": {"features_extractor_class": ChannelsLastCNN}}
 _DEFAULT_ALGO_KWARGS: dict[str, dict[str, Any]] = {
     "ppo": {"n_steps": 64, "batch_size": 256, "n_epochs": 4, "learning_rate": 2.5e-4, "ent_coef": 0.01, **_CNN},

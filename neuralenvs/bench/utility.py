@@ -23,7 +23,11 @@ def score_gap(agent: dict[str, float], baseline: dict[str, float]) -> dict[str, 
     standard error of that difference, and their ratio: how many standard errors apart they are."""
     diff = agent["mean"] - baseline["mean"]
     stderr = math.hypot(agent["stderr"], baseline["stderr"])
-    return {"gap": diff, "gap_stderr": stderr, "gap_over_stderr": diff / stderr if stderr > 0 else math.inf}
+    if stderr > 0:
+        ratio = diff / stderr
+    else:  # no spread at all (e.g. one episode each): any difference is infinitely many s.e., with its sign
+        ratio = math.copysign(math.inf, diff) if diff else 0.0
+    return {"gap": diff, "gap_stderr": stderr, "gap_over_stderr": ratio}
 
 
 def measure_utility(
