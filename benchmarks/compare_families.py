@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dream_speed import measure  # noqa: E402
+from dream_speed import transitions_per_second  # noqa: E402
 
 from neuralenvs.bench.report import write_json
 from neuralenvs.checkpoint import build_world_model, load_checkpoint  # noqa: E402
@@ -60,7 +60,7 @@ def summarize(path: str, batches: list[int], device: torch.device, seconds: floa
         "speed": {},
     }
     for batch in batches:
-        row["speed"][str(batch)] = measure(model, batch, device, seconds)["transitions_per_second"]
+        row["speed"][str(batch)] = transitions_per_second(model, batch, device, seconds)
     return row
 
 

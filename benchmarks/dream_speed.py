@@ -1,37 +1,48 @@
-"""Dreamed transitions per second, FLOPs per transition, and the share of the machine's peak.
+"""How fast each dream runs, how much it computes, and where the time of the training loop goes.
 
-    python benchmarks/dream_speed.py                       # both configs, batch 1/16/64 (+256 on a GPU)
-    python benchmarks/dream_speed.py --family diffusion --configs small --batches 16
+    python benchmarks/dream_speed.py                                 # every shipped dream
+    python benchmarks/dream_speed.py --dreams neuralenvs/Boxing-diffusion-v0 --batches 16 64
+    python benchmarks/dream_speed.py --family diffusion --configs small paper  # untrained configs
+    python benchmarks/dream_speed.py --loop-steps 0                  # skip the loop profile
 
-The peak is a large matrix product timed in the same run (fp32 on the CPU, bf16 on a GPU), so the
-share compares like with like on a noisy shared machine. Models are untrained: speed does not
-depend on the weights.
+For each dream and batch size: dreamed transitions/s over a fixed number of seconds (after a
+warm-up step that is not timed), FLOPs per transition counted from the model by
+``torch.utils.flop_counter`` (one step at batch 64), and the share of the machine's peak. The peak
+is a large matrix product in fp32 and in bf16, both timed in this run with the same thread count,
+so the figures of one run compare like with like on a noisy shared machine; the figure to compare
+*across* runs is transitions/s per GFLOP/s of fp32 matmul (``per_fp32_gflops``).
+
+The loop profile trains PPO (the package's default settings) in each dream for ``--loop-steps``
+agent steps and splits the wall-clock into: each top-level module of the world model (forward
+hooks), the rest of the dream's step (state handling, frame stacking, restarts), the agent's
+forward passes and rollout buffer, and PPO's update.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
 import time
+from collections import defaultdict
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from neuralenvs.bench.report import write_json
-from neuralenvs.models import build_model
 from neuralenvs.utils.device import describe_hardware, resolve_device
 
+BATCHES = (1, 16, 64, 256)
 
-def matmul_peak(device: torch.device, seconds: float = 2.0) -> float:
-    """FLOP/s of a large square matrix product: the practical peak of this device."""
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 2.0) -> float:
+    """FLOP/s of a large square matrix product in ``dtype``: the practical peak of this device."""
     n = 4096 if device.type == "cuda" else 2048
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
     _sync(device)
     reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
+    while time.perf_counter() - t0 < seconds or reps < 2:
         a @ b
         reps += 1
     _sync(device)
@@ -43,73 +54,161 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(model, batch: int, device: torch.device, seconds: float, seed: int = 0) -> dict:
+def _random_context(model, batch: int, device: torch.device, g: torch.Generator):
     h, w, c = model.obs_shape
     k = model.context_frames
-    g = torch.Generator(device=device).manual_seed(seed)
     frames = torch.randint(0, 256, (batch, k, h, w, c), dtype=torch.uint8, device=device, generator=g)
     actions = torch.randint(0, model.num_actions, (batch, k - 1), device=device, generator=g)
-    state = model.init_state(frames, actions)
-    step_actions = torch.randint(0, model.num_actions, (batch,), device=device, generator=g)
+    return frames, actions
+
+
+def flops_per_transition(model, device: torch.device, batch: int = 64) -> float:
+    """FLOPs of one dream step (world model and heads), per dreamed transition."""
+    g = torch.Generator(device=device).manual_seed(0)
+    state = model.init_state(*_random_context(model, batch, device, g))
+    actions = torch.randint(0, model.num_actions, (batch,), device=device, generator=g)
     with FlopCounterMode(display=False) as counter:
-        state, *_ = model.step(state, step_actions, g)
-    flops_per_transition = counter.get_total_flops() / batch
-    state, *_ = model.step(state, step_actions, g)  # warm-up
+        model.step(state, actions, g)
+    return counter.get_total_flops() / batch
+
+
+def transitions_per_second(model, batch: int, device: torch.device, seconds: float) -> float:
+    """Dreamed transitions/s at ``batch``, timed for ``seconds`` after one untimed warm-up step."""
+    g = torch.Generator(device=device).manual_seed(0)
+    state = model.init_state(*_random_context(model, batch, device, g))
+    actions = torch.randint(0, model.num_actions, (batch,), device=device, generator=g)
+    state = model.step(state, actions, g).state  # warm-up
     _sync(device)
     steps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds or steps < 3:
-        state, *_ = model.step(state, step_actions, g)
+        state = model.step(state, actions, g).state
         steps += 1
     _sync(device)
-    elapsed = time.perf_counter() - t0
+    return batch * steps / (time.perf_counter() - t0)
+
+
+def profile_loop(checkpoint: str, steps: int, n_envs: int, device: torch.device) -> dict[str, Any]:
+    """Train PPO in the dream of ``checkpoint`` for ``steps`` agent steps; seconds per part."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecEnvWrapper
+
+    from neuralenvs.envs.dream import DreamVectorEnv
+    from neuralenvs.registry import load_world_model_and_starts
+    from neuralenvs.sb3 import default_algo_kwargs, make_sb3_env
+
+    seconds: dict[str, float] = defaultdict(float)
+    model, starts, _ = load_world_model_and_starts(checkpoint, device=device)
+    started: dict[str, float] = {}
+    for name, child in model.named_children():
+        child.register_forward_pre_hook(lambda m, a, n=name: started.__setitem__(n, time.perf_counter()))
+        child.register_forward_hook(
+            lambda m, a, o, n=name: seconds.__setitem__(f"dream: {n}", seconds[f"dream: {n}"]
+                                                        + time.perf_counter() - started[n]))
+
+    class TimedEnv(VecEnvWrapper):
+        def reset(self):
+            return self.venv.reset()
+
+        def step_wait(self):
+            t0 = time.perf_counter()
+            out = self.venv.step_wait()
+            seconds["env step"] += time.perf_counter() - t0
+            return out
+
+    class TimedPPO(PPO):
+        def collect_rollouts(self, *args, **kwargs):
+            t0 = time.perf_counter()
+            out = super().collect_rollouts(*args, **kwargs)
+            seconds["rollouts"] += time.perf_counter() - t0
+            return out
+
+        def train(self) -> None:
+            t0 = time.perf_counter()
+            super().train()
+            seconds["agent: PPO update"] += time.perf_counter() - t0
+
+    # the dream as the utility measurement trains in it (neuralenvs.bench.utility)
+    dream = DreamVectorEnv(model, starts, num_envs=n_envs, horizon=15, frame_stack=4, device=device,
+                           sample_heads=True)
+    agent = TimedPPO("CnnPolicy", TimedEnv(make_sb3_env(dream)), seed=0, device=device,
+                     **default_algo_kwargs("ppo"))
+    t0 = time.perf_counter()
+    agent.learn(total_timesteps=steps)
+    total = time.perf_counter() - t0
+    model_seconds = sum(v for k, v in seconds.items() if k.startswith("dream: "))
+    parts = {k: v for k, v in seconds.items() if k.startswith("dream: ")}
+    parts["dream: rest of the step"] = seconds["env step"] - model_seconds
+    parts["agent: forward passes and rollout buffer"] = seconds["rollouts"] - seconds["env step"]
+    parts["agent: PPO update"] = seconds["agent: PPO update"]
+    parts["other"] = total - seconds["rollouts"] - seconds["agent: PPO update"]
     return {
-        "batch": batch,
-        "transitions_per_second": batch * steps / elapsed,
-        "ms_per_step": 1000 * elapsed / steps,
-        "flops_per_transition": flops_per_transition,
+        "checkpoint": checkpoint,
+        "agent_steps": int(agent.num_timesteps),
+        "n_envs": n_envs,
+        "seconds": total,
+        "loop_transitions_per_second": agent.num_timesteps / total,
+        "parts_seconds": parts,
+        "parts_share": {k: v / total for k, v in parts.items()},
     }
+
+
+def _models(args: argparse.Namespace, device: torch.device):
+    """``(label, checkpoint or None, model)`` for each dream or untrained config asked for."""
+    from neuralenvs.models import build_model
+    from neuralenvs.registry import load_world_model, shipped_checkpoints
+
+    if args.configs:
+        for name in args.configs:
+            torch.manual_seed(0)
+            model = build_model(args.family, name, (64, 64, 3), args.num_actions)
+            yield f"{args.family}/{name} (untrained)", None, model.to(device).eval()
+        return
+    for dream in args.dreams or sorted(shipped_checkpoints()):
+        yield dream, dream, load_world_model(dream, device=device).eval()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--family", default="diffusion")
-    parser.add_argument("--configs", nargs="+", default=["small", "paper"])
-    parser.add_argument("--batches", nargs="+", type=int, default=None)
+    parser.add_argument("--dreams", nargs="+", help="dream ids or checkpoint folders (default: every shipped one)")
+    parser.add_argument("--family", default="diffusion", help="with --configs: the family of the untrained configs")
+    parser.add_argument("--configs", nargs="+", help="time untrained named configs instead of dreams")
+    parser.add_argument("--num-actions", type=int, default=18, help="with --configs")
+    parser.add_argument("--batches", nargs="+", type=int, default=list(BATCHES))
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per measurement")
+    parser.add_argument("--loop-steps", type=int, default=4096,
+                        help="agent steps of the loop profile per dream (0: no profile)")
+    parser.add_argument("--loop-envs", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", default=None)
-    parser.add_argument("--num-actions", type=int, default=18)
     parser.add_argument("--out", default="benchmarks/results/dream_speed.json")
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    batches = args.batches or ([1, 16, 64, 256] if device.type == "cuda" else [1, 16, 64])
-    peak = matmul_peak(device)
-    print(f"device {device} ({describe_hardware()}), matmul peak {peak / 1e9:.1f} GFLOP/s")
-    rows = []
-    for name in args.configs:
-        torch.manual_seed(0)
-        model = build_model(args.family, name, (64, 64, 3), args.num_actions).to(device).eval()
-        params = sum(p.numel() for p in model.parameters())
-        for batch in batches:
-            row = {"family": args.family, "config": name, "parameters": params}
-            row.update(measure(model, batch, device, args.seconds))
-            row["share_of_peak"] = row["flops_per_transition"] * row["transitions_per_second"] / peak
+    peaks = {name: matmul_peak(device, dtype) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    print(f"device {device} ({describe_hardware()}), {torch.get_num_threads()} threads, matmul peak "
+          f"fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
+    rows, loops = [], []
+    for label, checkpoint, model in _models(args, device):
+        flops = flops_per_transition(model, device)
+        for batch in args.batches:
+            tps = transitions_per_second(model, batch, device, args.seconds)
+            row = {"dream": label, "batch": batch, "parameters": sum(p.numel() for p in model.parameters()),
+                   "transitions_per_second": tps, "flops_per_transition": flops,
+                   "per_fp32_gflops": tps / (peaks["fp32"] / 1e9),
+                   "share_of_fp32_peak": flops * tps / peaks["fp32"]}
             rows.append(row)
-            print(
-                f"{args.family:>10} {name:>6} batch {batch:>4}: {row['transitions_per_second']:8.1f} transitions/s"
-                f"  {row['flops_per_transition'] / 1e6:8.1f} MFLOP/transition"
-                f"  {100 * row['share_of_peak']:5.1f}% of peak"
-            )
-    result = {
-        "device": str(device),
-        "hardware": describe_hardware(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "matmul_peak_flops": peak,
-        "rows": rows,
-    }
-    write_json(args.out, result)
+            print(f"{label:>36} batch {batch:>4}: {tps:8.1f} transitions/s  {flops / 1e6:7.1f} MFLOP/transition  "
+                  f"{100 * row['share_of_fp32_peak']:5.1f}% of fp32 peak  {row['per_fp32_gflops']:.3f} per GFLOP/s")
+        if checkpoint is not None and args.loop_steps > 0:
+            loop = profile_loop(checkpoint, args.loop_steps, args.loop_envs, device)
+            loops.append(loop)
+            print(f"  training loop: {loop['loop_transitions_per_second']:.1f} transitions/s; where the time goes:")
+            for part, share in sorted(loop["parts_share"].items(), key=lambda kv: -kv[1]):
+                print(f"    {part:<44} {100 * share:5.1f}%")
+    write_json(args.out, {"device": str(device), "torch_threads": torch.get_num_threads(),
+                          "matmul_peak_flops": peaks, "rows": rows, "loops": loops})
 
 
 if __name__ == "__main__":

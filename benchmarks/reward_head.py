@@ -1,4 +1,5 @@
-"""How well a checkpoint's reward head finds the real rewards, fed real frames (teacher forcing).
+"""How well a checkpoint's reward and termination heads find the real rewards and episode ends,
+fed real frames (teacher forcing).
 
     python benchmarks/reward_head.py checkpoints/boxing-diffusion --data data/boxing \
         --out benchmarks/results/reward_head_boxing_diffusion.json
@@ -40,19 +41,31 @@ SIGNS = {0: "-1", 2: "+1"}
 
 
 @torch.no_grad()
-def episode_logits(model: torch.nn.Module, frames: np.ndarray, actions: np.ndarray, chunk: int = 256) -> torch.Tensor:
-    """Corrected reward logits [T, 3] for one episode, the LSTM's memory carried across chunks."""
+def episode_logits(
+    model: torch.nn.Module, frames: np.ndarray, actions: np.ndarray, chunk: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Corrected reward logits [T, 3] and termination logits [T, 2] for one episode, the LSTM's
+    memory carried across chunks."""
     head = model.reward_end
     device = head.reward_head.weight.device
     x = frames_to_float(torch.from_numpy(frames)).to(device)  # [T + 1, C, H, W]
     a = torch.from_numpy(actions).long().to(device)
     memory = head.initial_memory(1)
-    out = []
+    rewards, ends = [], []
     for i in range(0, len(a), chunk):
         j = min(i + chunk, len(a))
-        logits, _, memory = head(x[None, i:j], a[None, i:j], x[None, i + 1 : j + 1], memory)
-        out.append(logits[0].float() + head.reward_logit_offset.float())
-    return torch.cat(out).cpu()
+        logits, end_logits, memory = head(x[None, i:j], a[None, i:j], x[None, i + 1 : j + 1], memory)
+        rewards.append(logits[0].float() + head.reward_logit_offset.float())
+        ends.append(end_logits[0].float() + getattr(head, "end_logit_offset", torch.zeros(2)).float())
+    return torch.cat(rewards).cpu(), torch.cat(ends).cpu()
+
+
+def score_ends(logits: torch.Tensor, terminated: np.ndarray) -> dict[str, float]:
+    """Precision and recall of the argmax "episode ended" decision."""
+    chosen, real = logits.argmax(-1).numpy() == 1, terminated.astype(bool)
+    hits, predicted, actual = int((chosen & real).sum()), int(chosen.sum()), int(real.sum())
+    return {"real": actual, "argmax_predicted": predicted, "argmax_hits": hits,
+            "precision": hits / predicted if predicted else math.nan, "recall": hits / actual if actual else math.nan}
 
 
 def score(logits: torch.Tensor, rewards: np.ndarray) -> dict[str, dict[str, float]]:
@@ -102,13 +115,21 @@ def main() -> None:
         print(f"{args.checkpoint}: no RewardEndModel, so no teacher-forced score (the diffusion family has one)")
         _write(result, args.out, start)
         return
-    logits, rewards = [], []
+    logits, end_logits, rewards, ends = [], [], [], []
     for i in episodes:
         episode = data.episode(i)
-        logits.append(episode_logits(model, episode.frames, episode.actions))
+        rew, end = episode_logits(model, episode.frames, episode.actions)
+        logits.append(rew)
+        end_logits.append(end)
         rewards.append(episode.rewards)
+        ends.append(episode.terminated)
     result["transitions"] = int(sum(len(r) for r in rewards))
     result["reward"] = score(torch.cat(logits), np.concatenate(rewards))
+    result["termination"] = score_ends(torch.cat(end_logits), np.concatenate(ends))
+    e = result["termination"]
+    print(f"episode end: {e['real']} real; argmax finds {e['argmax_hits']} with "
+          f"{e['argmax_predicted'] - e['argmax_hits']} false alarms (precision {e['precision']:.2f}, "
+          f"recall {e['recall']:.2f})")
     for sign, r in result["reward"].items():
         print(
             f"reward {sign}: {r['real']} real; argmax finds {r['argmax_hits']} with "

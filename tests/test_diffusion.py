@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
 
 import pytest
 import torch
@@ -133,6 +134,9 @@ class OracleDenoiser:
     def denoise(self, noisy, sigma, context, actions):
         self.calls += 1
         return self.clean.expand_as(noisy)
+
+    def to_frame(self, x, context):
+        return x
 
 
 @pytest.mark.parametrize("method, steps, calls", [("euler", 3, 3), ("heun", 3, 5), ("euler", 1, 1)])
@@ -401,3 +405,55 @@ def test_balanced_reward_loss_weighs_each_present_class_equally():
     torch.testing.assert_close(balanced, expected)
     plain = model.losses(frames, actions, rewards, terminated, mask)["reward"]
     torch.testing.assert_close(plain, ce[counted].mean())
+
+
+def test_balanced_end_loss_and_end_prior():
+    torch.manual_seed(0)
+    model = RewardEndModel(3, (8, 8), 3, channels=(4,), depths=(1,), cond_dim=8, lstm_dim=6)
+    frames = torch.rand(1, 5, 3, 8, 8) * 2 - 1
+    actions = torch.randint(0, 3, (1, 4))
+    rewards, terminated = torch.zeros(1, 4), torch.zeros(1, 4, dtype=torch.bool)
+    terminated[0, 3] = True  # one end among four transitions
+    mask = torch.ones(1, 5, dtype=torch.bool)
+    _, logits, _ = model(frames[:, :-1], actions, frames[:, 1:])
+    ce = torch.nn.functional.cross_entropy(logits[0], terminated[0].long(), reduction="none")
+    balanced = model.losses(frames, actions, rewards, terminated, mask, balance_ends=True)["termination"]
+    torch.testing.assert_close(balanced, (ce[3] + ce[:3].mean()) / 2)
+    # at dream time the logits move by log(real / uniform), so p(end) scales by the real rate
+    memory = model.initial_memory(1)
+    _, before, _ = model.step(frames[:, 0], actions[:, 0], frames[:, 1], memory)
+    model.correct_end_prior(0.01)
+    _, after, _ = model.step(frames[:, 0], actions[:, 0], frames[:, 1], memory)
+    torch.testing.assert_close(after - before, torch.tensor([[math.log(0.99 / 0.5), math.log(0.01 / 0.5)]]))
+
+
+def test_diffusion_world_model_sets_its_end_prior_from_the_data():
+    model = make_model(rew_balance_ends=True)
+
+    class Data:  # two episodes, 10 steps, one end
+        def episode(self, i):
+            return types.SimpleNamespace(terminated=torch.tensor([False] * 4 + [i == 1]).numpy())
+
+    report = model.prepare_stage("all", Data(), [0, 1])
+    assert report == {"end_rate": 0.1}
+    torch.testing.assert_close(model.reward_end.end_logit_offset, torch.tensor([math.log(1.8), math.log(0.2)]))
+    assert make_model().prepare_stage("all", Data(), [0, 1]) is None
+
+
+def test_residual_denoiser_dreams_the_last_frame_when_untrained():
+    """With predict_residual, a network that outputs nothing dreams "repeat the last frame"; the
+    training target is the change, so a perfect residual makes the loss's target exact."""
+    model = make_model(predict_residual=True, sigma_data=0.1)
+    for p in model.denoiser.parameters():
+        torch.nn.init.zeros_(p)
+    frames, actions = context(3, model)
+    state = model.init_state(frames, actions)
+    next_frames = model.step(state, torch.tensor([0, 1, 2]), generator=torch.Generator().manual_seed(0)).next_frames
+    # zero output: D = c_skip * noisy, which shrinks the noise to ~0 at the last step
+    assert (next_frames.int() - frames[:, -1].int()).abs().max() <= 2
+    plain = make_model()
+    for p in plain.denoiser.parameters():
+        torch.nn.init.zeros_(p)
+    plain_frames = plain.step(plain.init_state(frames, actions), torch.tensor([0, 1, 2])).next_frames
+    assert (plain_frames.int() - frames[:, -1].int()).abs().float().mean() > 20
+    assert torch.isfinite(model.training_losses(segments(2, model, pad=1))["loss"])

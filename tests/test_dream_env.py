@@ -489,3 +489,27 @@ def test_toy_training_losses_are_finite_and_train() -> None:
         first = first if first is not None else losses["loss"].item()
     with torch.no_grad():
         assert model.training_losses(batch)["loss"].item() < first
+
+
+@pytest.mark.parametrize("family", ["diffusion", "token", "genie"])
+def test_bf16_precision_runs_the_model_under_autocast(family: str) -> None:
+    from neuralenvs.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(family, "tiny", (16, 16, 3), 3)
+    seen: list[torch.dtype] = []
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            module.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    bank = StartBank(np.zeros((4, model.context_frames, 16, 16, 3), np.uint8),
+                     np.zeros((4, model.context_frames - 1), np.int64))
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        seen.clear()
+        env = DreamVectorEnv(model, bank, 2, precision=precision)
+        env.reset(seed=0)
+        obs, reward, *_ = env.step(np.array([0, 1]))
+        assert obs.dtype == np.uint8 and obs.shape == (2, 16, 16, 3) and reward.dtype == np.float32
+        # most layers follow the precision (a family may keep a few in fp32, e.g. its quantizer)
+        assert seen and max(set(seen), key=seen.count) == dtype
+    with pytest.raises(ValueError, match="precision"):
+        DreamVectorEnv(model, bank, 1, precision="fp16")

@@ -44,6 +44,7 @@ def measure_utility(
     sample_heads: bool = True,
     progress: bool = True,
     run_dir: str | None = None,
+    precision: str = "fp32",
 ) -> dict:
     """Train ``algo`` for ``steps`` in the dream of ``checkpoint``, then score it and random play in
     the real game. With ``run_dir``, the agent is saved there as it trains and a rerun resumes it."""
@@ -57,7 +58,7 @@ def measure_utility(
         raise ValueError(f"{checkpoint} names no game, so there is no real game to evaluate on")
     dream = DreamVectorEnv(
         model, starts, num_envs=n_envs, horizon=horizon, frame_stack=frame_stack, device=model.device,
-        sample_heads=sample_heads,
+        sample_heads=sample_heads, precision=precision,
     )
     save_path = None if run_dir is None else Path(run_dir) / "agent.zip"
     steps_before = saved_agent_steps(save_path) if save_path is not None else 0
@@ -84,6 +85,7 @@ def measure_utility(
         "horizon": horizon,
         "frame_stack": frame_stack,
         "sample_heads": sample_heads,
+        "precision": precision,
         "agent": trained,
         "random": random,
         "agent_vs_random": score_gap(trained, random),

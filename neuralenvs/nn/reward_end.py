@@ -135,6 +135,8 @@ class RewardEndModel(nn.Module):
         # frequency / trained class frequency) when training oversampled rewarded transitions, so
         # the dream's reward probabilities match the real game's (see ``correct_reward_prior``)
         self.register_buffer("reward_logit_offset", torch.zeros(NUM_REWARD_CLASSES))
+        # the same for the termination logits, when training balanced "ended" against "not ended"
+        self.register_buffer("end_logit_offset", torch.zeros(NUM_END_CLASSES))
         self._init_lstm()
 
     def _init_lstm(self) -> None:
@@ -192,17 +194,20 @@ class RewardEndModel(nn.Module):
         """One transition per row (``frame``, ``next_frame``: [B, C, H, W]; ``action``: [B]):
         reward logits [B, 3], termination logits [B, 2], and the new memory."""
         rew, end, memory = self(frame[:, None], action[:, None], next_frame[:, None], memory)
-        return rew[:, 0] + self.reward_logit_offset.to(rew.dtype), end[:, 0], memory
+        rew = rew[:, 0] + self.reward_logit_offset.to(rew.dtype)
+        return rew, end[:, 0] + self.end_logit_offset.to(end.dtype), memory
 
     def correct_reward_prior(self, trained: torch.Tensor, real: torch.Tensor) -> None:
         """Undo oversampling: the model was trained on reward classes with frequencies ``trained``
         [3] but the game has ``real`` [3]; Bayes' rule shifts each class's logit by
         ``log(real / trained)`` (a prior correction; the learned likelihood is kept)."""
-        trained, real = (torch.as_tensor(x, dtype=torch.float64).clamp(min=1e-6) for x in (trained, real))
-        if trained.shape != (NUM_REWARD_CLASSES,) or real.shape != (NUM_REWARD_CLASSES,):
-            raise ValueError(f"class frequencies must have shape [{NUM_REWARD_CLASSES}]")
-        offset = (real / real.sum()).log() - (trained / trained.sum()).log()
-        self.reward_logit_offset.copy_(offset.to(self.reward_logit_offset))
+        self.reward_logit_offset.copy_(prior_offset(trained, real, NUM_REWARD_CLASSES))
+
+    def correct_end_prior(self, real_end_rate: float) -> None:
+        """Undo ``balance_ends``: training saw "ended" as often as "not ended", the game ends an
+        episode at a share ``real_end_rate`` of its steps."""
+        real = torch.tensor([1.0 - real_end_rate, real_end_rate])
+        self.end_logit_offset.copy_(prior_offset(torch.ones(NUM_END_CLASSES), real, NUM_END_CLASSES))
 
     def losses(
         self,
@@ -213,6 +218,7 @@ class RewardEndModel(nn.Module):
         mask: torch.Tensor,
         burn_in: int = 0,
         balance_rewards: bool = False,
+        balance_ends: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Cross-entropy losses over segments, the LSTM starting from zero memory.
 
@@ -224,6 +230,8 @@ class RewardEndModel(nn.Module):
         present in the batch carries the same total weight (a rare class is otherwise outvoted by
         "no reward"); the model then learns as if the classes were equally frequent, which
         ``correct_reward_prior`` with uniform ``trained`` frequencies undoes at dream time.
+        ``balance_ends`` does the same for episode ends (undone by ``correct_end_prior``): a game
+        ends a life once in hundreds of steps, and an unweighted head learns never to end one.
         """
         rew_logits, end_logits, _ = self(frames[:, :-1], actions, frames[:, 1:])
         valid = mask[:, :-1] & mask[:, 1:]
@@ -236,10 +244,23 @@ class RewardEndModel(nn.Module):
         )
         end_loss = F.cross_entropy(end_logits.flatten(0, 1).float(), terminated.long().flatten(), reduction="none")
         w = valid.flatten().float()
-        rew_w = w
-        if balance_rewards:
-            classes = reward_to_class(rewards).flatten()
-            per_class = torch.zeros(NUM_REWARD_CLASSES, device=w.device).index_add_(0, classes, w)
-            present = (per_class > 0).sum().clamp(min=1)
-            rew_w = w * count / (present * per_class.clamp(min=1)[classes])  # each class: count / present
-        return {"reward": (rew_loss * rew_w).sum() / count, "termination": (end_loss * w).sum() / count}
+        rew_w = balanced_weights(w, reward_to_class(rewards).flatten(), NUM_REWARD_CLASSES) if balance_rewards else w
+        end_w = balanced_weights(w, terminated.long().flatten(), NUM_END_CLASSES) if balance_ends else w
+        return {"reward": (rew_loss * rew_w).sum() / count, "termination": (end_loss * end_w).sum() / count}
+
+
+def balanced_weights(w: torch.Tensor, classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Reweigh per-transition weights ``w[N]`` so that every class present carries the same total
+    weight, and the total stays ``w.sum()``."""
+    per_class = torch.zeros(num_classes, device=w.device).index_add_(0, classes, w)
+    present = (per_class > 0).sum().clamp(min=1)
+    return w * w.sum() / (present * per_class.clamp(min=1)[classes])
+
+
+def prior_offset(trained: torch.Tensor, real: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``log(real / trained)`` of normalised class frequencies: the logit shift that turns a
+    classifier trained at frequencies ``trained`` into one for frequencies ``real``."""
+    trained, real = (torch.as_tensor(x, dtype=torch.float64).clamp(min=1e-6) for x in (trained, real))
+    if trained.shape != (num_classes,) or real.shape != (num_classes,):
+        raise ValueError(f"class frequencies must have shape [{num_classes}]")
+    return ((real / real.sum()).log() - (trained / trained.sum()).log()).float()

@@ -26,6 +26,9 @@ class DiffusionConfig:
     mid_attention: bool = True  # self-attention in the two bottom blocks
     cond_dim: int = 256  # noise-level + action conditioning vector
     patch_size: int = 1  # >1 folds p x p pixel patches into channels before the U-Net (cheaper)
+    # True: the denoiser dreams the change from the last context frame instead of the frame itself
+    # (see ``Denoiser``); set sigma_data to the std of that change in the game's frames
+    predict_residual: bool = False
 
     # EDM (Karras et al. 2022) as DIAMOND uses it
     sigma_data: float = 0.5
@@ -63,6 +66,9 @@ class DiffusionConfig:
     # so the rare classes are in the batches at all); the trainer then corrects the dream-time
     # prior from equal class frequencies to the real ones
     rew_balance_classes: bool = False
+    # "ended" weighs as much as "not ended" in the termination loss; the dream-time prior is then
+    # corrected to the training episodes' real end rate (``DiffusionWorldModel.prepare_stage``)
+    rew_balance_ends: bool = False
     batch_size: int = 32
     learning_rate: float = 1e-4
     weight_decay: float = 1e-2

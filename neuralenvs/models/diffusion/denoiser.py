@@ -8,6 +8,12 @@ is what lets DIAMOND dream good frames in as few as 3 denoising steps.
 DIAMOND adds *offset noise* in training (a per-channel constant of std ``sigma_offset_noise`` on top
 of the Gaussian noise), which teaches the model to fix global brightness/colour; the
 preconditioning then uses the total noise std ``sqrt(sigma^2 + offset^2)``.
+
+With ``predict_residual`` the diffused quantity is the change ``next - last`` from the last context
+frame rather than the next frame. Most Atari pixels do not change between two steps, so an
+untrained network already dreams "repeat the last frame", and a short (CPU) training budget goes
+into what moves instead of into redrawing the static screen. ``sigma_data`` should then be the std
+of that change, not of the frames.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from torch import nn
 
 from neuralenvs.models.diffusion.config import DiffusionConfig
 from neuralenvs.models.diffusion.unet import DenoiserUNet
+
+FRAME_STD = 0.5  # DIAMOND's sigma_data for Atari frames in [-1, 1]
 
 
 @dataclass
@@ -66,9 +74,20 @@ class Denoiser(nn.Module):
         """The raw network output ``F`` (and the scalings used), for ``noisy[B, C, H, W]`` at noise
         levels ``sigma[B]``."""
         pc = self.preconditioning(sigma)
-        ctx = context.flatten(1, 2) / self.cfg.sigma_data  # past frames, scaled like clean data
+        # past frames at about unit variance: a frame's std is sigma_data, unless sigma_data is the
+        # residual's, in which case DIAMOND's 0.5 for frames in [-1, 1]
+        ctx = context.flatten(1, 2) / (FRAME_STD if self.cfg.predict_residual else self.cfg.sigma_data)
         out = self.net(noisy * _bcast(pc.c_in).to(noisy.dtype), pc.c_noise.to(noisy.dtype), ctx, actions)
         return out, pc
+
+    def base(self, context: torch.Tensor) -> torch.Tensor | float:
+        """What the diffused quantity is relative to: the last context frame with
+        ``predict_residual``, else nothing (0)."""
+        return context[:, -1] if self.cfg.predict_residual else 0.0
+
+    def to_frame(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """A clean sample of the diffused quantity -> the frame it stands for."""
+        return (x + self.base(context)).clamp(-1, 1)
 
     @torch.no_grad()
     def denoise(
@@ -79,14 +98,16 @@ class Denoiser(nn.Module):
         actions: torch.Tensor,
         quantize: bool = True,
     ) -> torch.Tensor:
-        """``D(noisy; sigma)``: the estimate of the clean frame, clamped to [-1, 1] and, with
-        ``quantize``, snapped to the 256 levels a uint8 frame can take (as DIAMOND does: the
+        """``D(noisy; sigma)``: the estimate of the clean frame (or of its change from the last
+        context frame, with ``predict_residual``), such that the frame is clamped to [-1, 1] and,
+        with ``quantize``, snapped to the 256 levels a uint8 frame can take (as DIAMOND does: the
         sampler then only ever sees values a real frame could have)."""
         out, pc = self(noisy, sigma, context, actions)
-        d = (_bcast(pc.c_skip) * noisy + _bcast(pc.c_out) * out).clamp(-1, 1)
+        base = self.base(context)
+        d = (base + _bcast(pc.c_skip) * noisy + _bcast(pc.c_out) * out).clamp(-1, 1)
         if quantize:
             d = d.add(1).mul(127.5).round().div(127.5).sub(1)
-        return d.to(noisy.dtype)
+        return (d - base).to(noisy.dtype)
 
     def sample_training_sigma(self, n: int, device: torch.device) -> torch.Tensor:
         """Log-normal noise levels, clipped to ``[train_sigma_min, train_sigma_max]``."""
@@ -104,6 +125,7 @@ class Denoiser(nn.Module):
         """EDM training loss for clean ``target[B, C, H, W]``: noise it at a random level, and regress
         ``F`` onto the target that makes ``D`` exact. With EDM's loss weighting this is a plain MSE on
         ``F``'s scale. ``weight[B]`` (e.g. a padding mask) weights the per-sample losses."""
+        target = target - self.base(context)
         b, c = target.shape[:2]
         sigma = self.sample_training_sigma(b, target.device)
         offset = self.cfg.sigma_offset_noise * torch.randn(b, c, 1, 1, device=target.device)

@@ -65,11 +65,11 @@ def sample_next_frame(
     for sigma, next_sigma in zip(sigmas[:-1], sigmas[1:], strict=True):
         denoised = denoise(x, sigma)
         if next_sigma == 0:  # an Euler step to sigma = 0 lands exactly on the denoised estimate
-            return denoised
+            return denoiser.to_frame(denoised, context)
         d = (x - denoised) / sigma
         x_next = x + (next_sigma - sigma) * d
         if method == "heun":  # trapezoidal correction with the slope at the step's end
             d_next = (x_next - denoise(x_next, next_sigma)) / next_sigma
             x_next = x + (next_sigma - sigma) * 0.5 * (d + d_next)
         x = x_next
-    return x.clamp(-1, 1)
+    return denoiser.to_frame(x, context)

@@ -9,6 +9,7 @@ sampler (``num_denoising_steps`` U-Net calls) and one reward/termination call fo
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 
@@ -140,8 +141,21 @@ class DiffusionWorldModel(WorldModel):
             trained = torch.ones(NUM_REWARD_CLASSES)
         self.reward_end.correct_reward_prior(trained, real)
 
+    def prepare_stage(self, stage: str, dataset: Any, episodes: list[int]) -> dict[str, Any] | None:
+        """With ``rew_balance_ends``, set the dream-time termination prior to the share of the
+        training episodes' steps that end an episode."""
+        if not self.config.rew_balance_ends:
+            return None
+        terminated = [dataset.episode(i).terminated for i in episodes]
+        rate = sum(int(t.sum()) for t in terminated) / max(sum(len(t) for t in terminated), 1)
+        self.reward_end.correct_end_prior(rate)
+        return {"end_rate": rate}
+
     def legacy_weight_defaults(self) -> dict[str, torch.Tensor]:
-        return {"reward_end.reward_logit_offset": torch.zeros_like(self.reward_end.reward_logit_offset)}
+        return {
+            "reward_end.reward_logit_offset": torch.zeros_like(self.reward_end.reward_logit_offset),
+            "reward_end.end_logit_offset": torch.zeros_like(self.reward_end.end_logit_offset),
+        }
 
     def training_losses(self, batch: Segments) -> dict[str, torch.Tensor]:
         """Denoising loss on ``config.denoising_targets`` frames per segment plus the
@@ -176,7 +190,7 @@ class DiffusionWorldModel(WorldModel):
         )
         rew_end = self.reward_end.losses(
             frames, actions, batch.rewards, batch.terminated, batch.mask,
-            balance_rewards=self.config.rew_balance_classes,
+            balance_rewards=self.config.rew_balance_classes, balance_ends=self.config.rew_balance_ends,
         )
         loss = denoising + self.config.rew_loss_weight * (rew_end["reward"] + rew_end["termination"])
         return {
