@@ -50,6 +50,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         held_out_episodes=args.held_out, save_every_seconds=args.save_every, precision=args.precision,
         game=args.game, segment_length=args.segment_length, reward_fraction=args.reward_fraction,
+        end_fraction=args.end_fraction,
         init_from=args.init_from, reinit=tuple(args.reinit), freeze=tuple(args.freeze),
         labelled_data=args.labelled, labelled_steps=args.labelled_steps,
     )
@@ -162,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segment-length", type=int, default=None, help="transitions per segment (default: the config's)")
     p.add_argument("--reward-fraction", type=float, default=0.0,
                    help="share of segments ending at a rewarded step (for games with rare rewards; e.g. 0.5)")
+    p.add_argument("--end-fraction", type=float, default=0.0,
+                   help="share of segments holding an episode end (diffusion with rew_balance_ends; e.g. 0.25)")
     p.add_argument("--init-from", default=None, help="a checkpoint of the same family to fine-tune")
     p.add_argument("--reinit", nargs="*", default=[], help="with --init-from: submodules to start fresh (reward_end)")
     p.add_argument("--freeze", nargs="*", default=[], help="submodules whose weights stay as they are (denoiser)")
@@ -193,8 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", default=None, metavar="DIR",
                    help="keep the agent here as it trains (agent.zip); re-running resumes it")
     p.add_argument("--device", default=None)
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="bf16: dream under bf16 autocast (faster on CPUs with AMX, and on GPUs)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
+                   help="bf16: dream under bf16 autocast (faster on CPUs with AMX, and on GPUs); auto: bf16 where native")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     p.add_argument("--record", action="store_true", help="also store the result in the checkpoint's metrics")

@@ -149,6 +149,12 @@ class WorldModel(nn.Module, abc.ABC):
         :meth:`correct_reward_prior` even without oversampling)."""
         return False
 
+    @property
+    def reweights_end_classes(self) -> bool:
+        """True if the termination loss weighs "ended" as much as "not ended" and the model sets
+        its own dream-time end prior (then the trainer may oversample episode ends)."""
+        return False
+
     def correct_reward_prior(self, trained: torch.Tensor, real: torch.Tensor) -> None:
         """Called by the trainer when it oversampled rewarded transitions: reward sign classes
         (-1, 0, +1) were seen with frequencies ``trained`` [3] but occur with ``real`` [3]. A family

@@ -513,3 +513,12 @@ def test_bf16_precision_runs_the_model_under_autocast(family: str) -> None:
         assert seen and max(set(seen), key=seen.count) == dtype
     with pytest.raises(ValueError, match="precision"):
         DreamVectorEnv(model, bank, 1, precision="fp16")
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch, world_model: WorldModel,
+                                             start_bank: StartBank) -> None:
+    import neuralenvs.envs.dream as dream_module
+
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(dream_module, "has_fast_bf16", lambda device, native=native: native)
+        assert DreamVectorEnv(world_model, start_bank, 1, precision="auto").precision == expected

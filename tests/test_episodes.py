@@ -162,3 +162,24 @@ def test_reward_fraction_oversamples_rewarded_transitions(tmp_path):
     assert set(positions.tolist()) == {0, 1, 2}
     with pytest.raises(ValueError, match="reward_fraction"):
         ds.sample_segments(4, length=3, rng=np.random.default_rng(0), reward_fraction=1.5)
+
+
+def test_end_fraction_oversamples_episode_ends(tmp_path):
+    ds = EpisodeDataset(tmp_path / "d", obs_shape=(8, 8, 3), num_actions=4)
+    for seed in range(3):
+        ep = make_episode(seed, 60)
+        ep.rewards[:] = 0.0
+        ep.rewards[10] = 1.0
+        ep.terminated[:] = False
+        ep.terminated[-1] = True  # one end in 60 steps
+        ds.append(ep)
+    ends = lambda seg: float(seg.terminated.any(dim=1).float().mean())  # noqa: E731
+    rewarded = lambda seg: float((seg.rewards != 0).any(dim=1).float().mean())  # noqa: E731
+    natural = ds.sample_segments(2000, length=3, rng=np.random.default_rng(0))
+    both = ds.sample_segments(2000, length=3, rng=np.random.default_rng(0), reward_fraction=0.3, end_fraction=0.3)
+    assert ends(natural) < 0.1 and 0.3 < ends(both) < 0.4
+    assert 0.3 < rewarded(both) < 0.4
+    # the two draws share one uniform number, so no segment is forced to hold both
+    assert not bool((both.terminated.any(dim=1) & (both.rewards != 0).any(dim=1)).any())
+    with pytest.raises(ValueError, match="at most 1"):
+        ds.sample_segments(4, length=3, rng=np.random.default_rng(0), reward_fraction=0.6, end_fraction=0.6)

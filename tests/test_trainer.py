@@ -1,6 +1,7 @@
 """The trainer: trains any family through ``training_losses``, resumes after a real kill -9 at the
 step it saved, refuses to resume with other settings, and exports a loadable checkpoint."""
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import torch
 
 from neuralenvs.checkpoint import build_world_model, load_checkpoint
 from neuralenvs.data import Episode, EpisodeDataset
+from neuralenvs.models.diffusion import DiffusionConfig
 from neuralenvs.training import TrainConfig, Trainer
 
 
@@ -172,3 +174,19 @@ def test_a_class_balanced_reward_loss_is_prior_corrected_without_oversampling(da
     expected = (real / real.sum()).clamp(min=1e-6).log() - torch.tensor(1 / 3, dtype=torch.float64).log()
     torch.testing.assert_close(offset[1:], expected[1:], rtol=1e-5, atol=1e-5)
     assert offset[2] < 0 < offset[1]
+
+
+def test_end_fraction_needs_a_family_that_balances_its_end_loss(tmp_path):
+    data = EpisodeDataset(tmp_path / "d", obs_shape=(16, 16, 3), num_actions=3)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        data.append(Episode(rng.integers(0, 256, (21, 16, 16, 3), dtype=np.uint8), rng.integers(0, 3, 20),
+                            np.zeros(20, np.float32), np.eye(20, dtype=bool)[-1], np.zeros(20, bool)))
+    config = dict(family="diffusion", data=str(tmp_path / "d"), steps=1, batch_size=2, held_out_episodes=1,
+                  end_fraction=0.5)
+    with pytest.raises(ValueError, match="rew_balance_ends"):
+        Trainer(TrainConfig(model_config="tiny", out=str(tmp_path / "a"), **config))
+    tiny = {**json.loads(json.dumps(dataclasses.asdict(DiffusionConfig.named("tiny")))), "rew_balance_ends": True}
+    trainer = Trainer(TrainConfig(model_config=tiny, out=str(tmp_path / "b"), **config))
+    trainer.train(progress=False)
+    assert trainer.prepared["all"]["end_rate"] == pytest.approx(1 / 20)

@@ -85,7 +85,7 @@ def measure_utility(
         "horizon": horizon,
         "frame_stack": frame_stack,
         "sample_heads": sample_heads,
-        "precision": precision,
+        "precision": dream.precision,
         "agent": trained,
         "random": random,
         "agent_vs_random": score_gap(trained, random),

@@ -105,7 +105,8 @@ class EpisodeDataset:
         index_path = self.path / "index.json"
         self._index: list[dict] = json.loads(index_path.read_text()) if index_path.exists() else []
         self._cache: dict[int, Episode] = {}
-        self._rewarded_steps: dict[int, np.ndarray] = {}  # episode -> its steps with a nonzero reward
+        # (event, episode) -> the episode's steps with a nonzero reward ("reward") or an end ("end")
+        self._event_steps: dict[tuple[str, int], np.ndarray] = {}
 
     # -- what is in it -----------------------------------------------------------------------
     @property
@@ -215,6 +216,14 @@ class EpisodeDataset:
             raise ValueError(f"cannot hold out {num_test_episodes} of {n} episodes")
         return list(range(n - num_test_episodes)), list(range(n - num_test_episodes, n))
 
+    def _steps_with(self, event: str, i: int) -> np.ndarray:
+        """Episode ``i``'s steps with a nonzero reward (``"reward"``) or an end (``"end"``), read
+        once, not on every batch."""
+        if (event, i) not in self._event_steps:
+            ep = self.episode(i)
+            self._event_steps[(event, i)] = np.flatnonzero(ep.rewards if event == "reward" else ep.terminated)
+        return self._event_steps[(event, i)]
+
     def sample_segments(
         self,
         batch_size: int,
@@ -222,6 +231,7 @@ class EpisodeDataset:
         rng: np.random.Generator,
         episodes: list[int] | None = None,
         reward_fraction: float = 0.0,
+        end_fraction: float = 0.0,
     ) -> Segments:
         """Sample ``batch_size`` segments of ``length`` transitions (``length + 1`` frames).
 
@@ -233,28 +243,35 @@ class EpisodeDataset:
         a nonzero reward (drawn uniformly among them), at a uniform position in the segment. Rewards
         are rare in most games (3% of random Boxing steps), and a reward classifier trained on
         natural batches can settle on "never" before it finds the signal; oversampling, with a prior
-        correction at dream time, fixes that.
+        correction at dream time, fixes that. ``end_fraction`` does the same for transitions that
+        end an episode (a lost life: a few hundred in 100k random steps); the two fractions add up.
         """
-        if not 0.0 <= reward_fraction <= 1.0:
-            raise ValueError(f"reward_fraction must be in [0, 1], got {reward_fraction}")
+        for name, fraction in (("reward_fraction", reward_fraction), ("end_fraction", end_fraction)):
+            if not 0.0 <= fraction <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {fraction}")
+        if reward_fraction + end_fraction > 1.0:
+            raise ValueError(f"reward_fraction + end_fraction must be at most 1, got {reward_fraction + end_fraction}")
         episodes = list(range(self.num_episodes)) if episodes is None else list(episodes)
         lengths = np.array([self._index[i]["length"] for i in episodes], dtype=np.float64)
         if lengths.sum() == 0:
             raise ValueError("cannot sample segments from a dataset with no transitions")
         chosen = rng.choice(len(episodes), size=batch_size, p=lengths / lengths.sum())
         lasts = rng.integers(lengths[chosen].astype(np.int64))  # each segment's last transition
-        if reward_fraction > 0:
-            for i in episodes:  # read each episode once, not on every batch
-                if i not in self._rewarded_steps:
-                    self._rewarded_steps[i] = np.flatnonzero(self.episode(i).rewards)
-            steps = [self._rewarded_steps[i] for i in episodes]
-            rewarded_episode = np.repeat(np.arange(len(episodes)), [len(t) for t in steps])
-            rewarded_step = np.concatenate(steps)
-            if len(rewarded_step):
-                for b in np.flatnonzero(rng.random(batch_size) < reward_fraction):
-                    j = rng.integers(len(rewarded_step))
-                    k, t = rewarded_episode[j], rewarded_step[j]
-                    # the reward at a uniform position in the segment: always putting it last would
+        if reward_fraction > 0 or end_fraction > 0:
+            draw = rng.random(batch_size)  # one draw per segment: [0, rf) reward, [rf, rf + ef) end
+            for event, lo, hi in (("reward", 0.0, reward_fraction),
+                                  ("end", reward_fraction, reward_fraction + end_fraction)):
+                if hi <= lo:
+                    continue
+                steps = [self._steps_with(event, i) for i in episodes]
+                event_episode = np.repeat(np.arange(len(episodes)), [len(t) for t in steps])
+                event_step = np.concatenate(steps)
+                if not len(event_step):
+                    continue
+                for b in np.flatnonzero((draw >= lo) & (draw < hi)):
+                    j = rng.integers(len(event_step))
+                    k, t = event_episode[j], event_step[j]
+                    # the event at a uniform position in the segment: always putting it last would
                     # teach a recurrent head that rewards come every `length` steps
                     chosen[b], lasts[b] = k, min(t + rng.integers(length), lengths[k] - 1)
         h, w, c = self.obs_shape
@@ -294,7 +311,7 @@ class _EpisodeView(EpisodeDataset):
         self.meta = dict(parent.meta)
         self._index = []
         self._cache = {}
-        self._rewarded_steps = {}
+        self._event_steps = {}
 
     def _add(self, episode: Episode) -> None:
         self._cache[len(self._index)] = episode

@@ -31,7 +31,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from neuralenvs.envs.starts import PathLike, StartBank, prompt_context
-from neuralenvs.utils.device import resolve_device
+from neuralenvs.utils.device import has_fast_bf16, resolve_device
 from neuralenvs.world_model import WorldModel
 
 __all__ = ["DreamVectorEnv", "DreamEnv"]
@@ -46,7 +46,7 @@ def _check_positive_int(value: Any, name: str) -> int:
     return int(value)
 
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @contextlib.contextmanager
@@ -117,8 +117,9 @@ class DreamVectorEnv(VectorEnv):
             (``AutoresetMode.DISABLED``): restart them with ``reset(options={"reset_mask": m})``.
         max_episode_steps: alias of ``horizon``, accepted because ``gymnasium.make_vec`` passes a
             registered ``max_episode_steps`` to vector entry points; it wins when given.
-        precision: ``"fp32"`` or ``"bf16"`` (the model runs under bf16 autocast: about 1.5 to 2
-            times the speed on a CPU with AMX; ``benchmarks/dream_speed.py`` measures it).
+        precision: ``"fp32"``, ``"bf16"`` (the model runs under bf16 autocast: about 1.5 to 2
+            times the speed on a CPU with AMX; ``benchmarks/dream_speed.py`` measures it) or
+            ``"auto"`` (bf16 on a GPU with bf16 or a CPU with AMX / AVX-512 bf16, else fp32).
 
     ``step`` returns rewards as float32 (the dtype SB3 buffers use; gymnasium's own vector envs use
     float64) and terminated / truncated as bool. A dream that ends at the horizon by termination is
@@ -168,6 +169,9 @@ class DreamVectorEnv(VectorEnv):
         self.output = output
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.device = resolve_device(device)
+        if precision == "auto":  # bf16 where the hardware runs it natively
+            precision = "bf16" if has_fast_bf16(self.device) else "fp32"
         self.precision = precision
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
@@ -181,7 +185,6 @@ class DreamVectorEnv(VectorEnv):
             "autoreset_mode": AutoresetMode.SAME_STEP if self.autoreset else AutoresetMode.DISABLED,
         }
 
-        self.device = resolve_device(device)
         self.model: WorldModel = model.to(self.device)
         self._context_frames = int(model.context_frames)
         h, w, c = (int(x) for x in model.obs_shape)

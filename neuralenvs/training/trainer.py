@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from neuralenvs.data import EpisodeDataset
 from neuralenvs.models import build_model, model_class
 from neuralenvs.nn.reward_end import NUM_REWARD_CLASSES, reward_to_class
-from neuralenvs.utils.device import describe_hardware, resolve_device
+from neuralenvs.utils.device import describe_hardware, has_fast_bf16, resolve_device
 from neuralenvs.utils.io import atomic_write_text, fsync_dir, temp_sibling, write_file_durably
 from neuralenvs.world_model import Segments, WorldModel
 
@@ -55,6 +55,9 @@ class TrainConfig:
     start_bank_size: int = 512
     game: str | None = None
     reward_fraction: float = 0.0  # share of segments ending at a rewarded step (then prior-corrected)
+    # share of segments holding an episode end; needs a family that balances its termination loss
+    # and corrects the end prior (diffusion with rew_balance_ends)
+    end_fraction: float = 0.0
     init_from: str | None = None  # a checkpoint of the same family whose weights start the run
     reinit: tuple[str, ...] = ()  # with init_from: submodules (e.g. "reward_end") that start fresh instead
     freeze: tuple[str, ...] = ()  # submodules (e.g. "denoiser") whose weights training leaves as they are
@@ -63,20 +66,6 @@ class TrainConfig:
     labelled_data: str | None = None
     labelled_steps: int = 5000
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def has_fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 autocast speeds training up here: CUDA GPUs with bf16, and CPUs with native bf16
-    instructions (measured on a 2-core AMD EPYC with avx512_bf16: 1.84x per step for the diffusion
-    "small" config, ``benchmarks/train_step_precision.py``)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class Trainer:
@@ -96,6 +85,11 @@ class Trainer:
         self.model: WorldModel = build_model(
             config.family, config.model_config, self.dataset.obs_shape, num_actions
         ).to(self.device)
+        if config.end_fraction > 0 and not self.model.reweights_end_classes:
+            raise ValueError(
+                f"end_fraction={config.end_fraction} would teach this {config.family} model too many episode ends: "
+                "use a family config that balances its termination loss (diffusion: rew_balance_ends) or end_fraction=0"
+            )
         self.segment_length = config.segment_length or int(self.model.config.segment_length)
         self.optimizer = torch.optim.AdamW(
             self._trainable_parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -322,18 +316,20 @@ class Trainer:
         if self._corrects_reward_prior():
             self.model.correct_reward_prior(*self._reward_class_frequencies())
 
-    def _stage_data(self, stage: str | None) -> tuple[EpisodeDataset, list[int], float]:
-        """Where a stage's batches come from, and their share of rewarded segments: a video-trained
-        family's labelled stages (its only ones that learn rewards) sample the labelled view, its
-        other stages ``data`` without reward oversampling; other families sample ``data``."""
+    def _stage_data(self, stage: str | None) -> tuple[EpisodeDataset, list[int], dict[str, float]]:
+        """Where a stage's batches come from, and their oversampling of rewarded and ending
+        segments: a video-trained family's labelled stages (its only ones that learn rewards)
+        sample the labelled view, its other stages ``data`` without oversampling; other families
+        sample ``data``."""
+        oversample = {"reward_fraction": self.config.reward_fraction, "end_fraction": self.config.end_fraction}
         labelled_stages = self.model.labelled_stages
         if stage in labelled_stages and self.labelled is not None:
-            return self.labelled, list(range(self.labelled.num_episodes)), self.config.reward_fraction
-        return self.dataset, self.train_episodes, 0.0 if labelled_stages else self.config.reward_fraction
+            return self.labelled, list(range(self.labelled.num_episodes)), oversample
+        return self.dataset, self.train_episodes, {} if labelled_stages else oversample
 
     def _corrects_reward_prior(self) -> bool:
         """Whether training sees the reward classes at other than their real frequencies."""
-        return self.config.reward_fraction > 0 or self.model.reweights_reward_classes
+        return self.config.reward_fraction > 0 or self.config.end_fraction > 0 or self.model.reweights_reward_classes
 
     def _learns_rewards(self) -> bool:
         return not self.model.labelled_stages or self.labelled is not None
@@ -342,8 +338,8 @@ class Trainer:
         return self.model.labelled_stages[0] if self.model.labelled_stages else None
 
     def _sample(self, rng: np.random.Generator, stage: str | None = None) -> Segments:
-        dataset, episodes, reward_fraction = self._stage_data(stage)
-        return dataset.sample_segments(self.config.batch_size, self.segment_length, rng, episodes, reward_fraction)
+        dataset, episodes, oversample = self._stage_data(stage)
+        return dataset.sample_segments(self.config.batch_size, self.segment_length, rng, episodes, **oversample)
 
     def _reward_class_frequencies(self, batches: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
         """Reward sign class (-1, 0, +1) frequencies among the transitions training scores (both
@@ -437,6 +433,7 @@ class Trainer:
             "segment_length": self.segment_length,
             "lr": self.config.lr,
             "reward_fraction": self.config.reward_fraction,
+            "end_fraction": self.config.end_fraction,
             "init_from": self.config.init_from,
             "hardware": describe_hardware(),
             "wall_clock_seconds": round(self.wall_seconds, 1),

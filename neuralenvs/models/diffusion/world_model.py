@@ -136,6 +136,10 @@ class DiffusionWorldModel(WorldModel):
     def reweights_reward_classes(self) -> bool:
         return self.config.rew_balance_classes
 
+    @property
+    def reweights_end_classes(self) -> bool:
+        return self.config.rew_balance_ends
+
     def correct_reward_prior(self, trained: torch.Tensor, real: torch.Tensor) -> None:
         if self.config.rew_balance_classes:  # the loss made every class equally frequent
             trained = torch.ones(NUM_REWARD_CLASSES)
