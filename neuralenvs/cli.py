@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the agent here as it trains (agent.zip); re-running resumes it")
     p.add_argument("--device", default=None)
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
-                   help="bf16: dream under bf16 autocast (faster on CPUs with AMX, and on GPUs); auto: bf16 where native")
+                   help="bf16: dream under bf16 autocast (faster with AMX and on GPUs); auto: bf16 where native")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     p.add_argument("--record", action="store_true", help="also store the result in the checkpoint's metrics")
