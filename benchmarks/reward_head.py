@@ -56,7 +56,7 @@ def episode_logits(
         j = min(i + chunk, len(a))
         logits, end_logits, memory = head(x[None, i:j], a[None, i:j], x[None, i + 1 : j + 1], memory)
         rewards.append(logits[0].float() + head.reward_logit_offset.float())
-        ends.append(end_logits[0].float() + getattr(head, "end_logit_offset", torch.zeros(2)).float())
+        ends.append(end_logits[0].float() + head.end_logit_offset.float())
     return torch.cat(rewards).cpu(), torch.cat(ends).cpu()
 
 
