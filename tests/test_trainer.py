@@ -56,18 +56,27 @@ def test_train_resume_and_export(dataset_path, tmp_path):
     assert again.stage_index == 1
     for a, b in zip(trainer.model.state_dict().values(), again.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b)
-    # more steps continue the same run
+    # a finished run asked for more steps trains those steps, from where it stopped
     more = Trainer(config(dataset_path, tmp_path / "run", steps=8), device="cpu")
-    assert (more.stage_index, more.step_in_stage) == (1, 0)
+    assert (more.stage_index, more.step_in_stage) == (0, 6)
+    more.train(progress=False)
+    assert more.stage_index == 1
+    assert json.loads((tmp_path / "run" / "latest.json").read_text())["state"] == "state-00000008"
+    changed = [n for n, v in more.model.state_dict().items() if not torch.equal(v, trainer.model.state_dict()[n])]
+    assert changed, "the two extra steps changed no weight"
+    assert more.export(progress=False, fidelity=False) and load_checkpoint(tmp_path / "run" / "checkpoint").config[
+        "provenance"]["training_steps"] == 8
+    # asking for fewer steps than were trained leaves the finished run as it is
+    assert Trainer(config(dataset_path, tmp_path / "run", steps=4), device="cpu").stage_index == 1
     with pytest.raises(ValueError, match="other settings"):
         Trainer(config(dataset_path, tmp_path / "run", steps=6, lr=1.0), device="cpu")
-    trainer.config.game = "Squares"
-    path = trainer.export(progress=False)
+    more.config.game = "Squares"
+    path = more.export(progress=False)
     checkpoint = load_checkpoint(path)
     assert checkpoint.config["game"] == "Squares"
-    assert checkpoint.config["provenance"]["training_steps"] == 6
+    assert checkpoint.config["provenance"]["training_steps"] == 8
     assert "fidelity" in checkpoint.config["metrics"]
-    assert checkpoint.starts_frames.shape[1:] == (trainer.model.context_frames, 16, 16, 3)
+    assert checkpoint.starts_frames.shape[1:] == (more.model.context_frames, 16, 16, 3)
     model = build_world_model(checkpoint, device="cpu")
     assert model.num_actions == 3
 

@@ -99,6 +99,7 @@ class Trainer:
         )
         self.stage_index, self.step_in_stage, self.wall_seconds = 0, 0, 0.0
         self.prepared: dict[str, Any] = {}  # what each stage's one-off preparation reported
+        self.stage_steps: dict[str, int] = {}  # optimizer steps each finished stage took
         self.base_provenance: dict[str, Any] | None = None  # the init_from checkpoint's
         self.rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
@@ -220,6 +221,15 @@ class Trainer:
         self.prepared = progress.get("prepared", {})
         self.rng.bit_generator.state = progress["numpy_rng"]
         torch.set_rng_state(load_file(state_dir / "torch_rng.safetensors")["cpu"])
+        # states written before "steps" was stored are named after stage_index * steps + step_in_stage
+        trained = progress.get("steps") or int(state_dir.name.split("-")[1]) // max(self.stage_index, 1)
+        stages = self.model.training_stages()
+        self.stage_steps = progress.get("stage_steps") or {s: trained for s in stages[: self.stage_index]}
+        last = len(stages) - 1
+        if self.stage_index > last and self.config.steps > trained:
+            # a finished run asked for more steps: its last stage trains on to the new count. The
+            # earlier stages stay as they are, since the later ones were trained on top of them.
+            self.stage_index, self.step_in_stage = last, trained
 
     def save_state(self) -> Path:
         """Write the full training state atomically and point ``latest.json`` at it."""
@@ -232,6 +242,8 @@ class Trainer:
             "stage_index": self.stage_index,
             "step_in_stage": self.step_in_stage,
             "wall_seconds": self.wall_seconds,
+            "steps": self.config.steps,
+            "stage_steps": self.stage_steps,
             "prepared": self.prepared,
             "numpy_rng": self.rng.bit_generator.state,
             "optimizer": meta,
@@ -301,6 +313,7 @@ class Trainer:
                     self.save_state()
                     last_save = time.perf_counter()
             bar.close()
+            self.stage_steps[stage] = self.step_in_stage
             self.stage_index += 1
             self.step_in_stage = 0
             self.save_state()
@@ -427,7 +440,7 @@ class Trainer:
             "real_steps": int(self.dataset.num_steps),
             "train_episodes": len(self.train_episodes),
             "held_out_episodes": len(self.test_episodes),
-            "training_steps": self.config.steps * len(stages),
+            "training_steps": sum(self.stage_steps.get(s, self.config.steps) for s in stages),
             "stages": stages,
             "batch_size": self.config.batch_size,
             "segment_length": self.segment_length,

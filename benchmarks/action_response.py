@@ -1,0 +1,62 @@
+"""Does a dream follow the agent's actions, and does it pay only for what the real game pays for?
+
+    python benchmarks/action_response.py runs/cc-diffusion/checkpoint \
+        --policies random DOWN UP,DOWN UP,UP,UP,DOWN \
+        --out benchmarks/results/action_response_crazyclimber.json
+
+Two measurements against the real game (``neuralenvs.bench.action_response``): the next frame of
+every action from the same real state, real against dreamed (the dream's action effect beside the
+real one, and how often a dreamed frame is nearest its own action's real frame); and the rate of
+rewarded steps that scripted action cycles earn in the real game and in 15-step dreams. A dream
+that ignores actions, or pays for a cycle the game does not, teaches an agent nothing that
+transfers, however right its reward head is on real frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from neuralenvs.bench.action_response import action_response, policy_rewards
+from neuralenvs.bench.report import write_json
+from neuralenvs.registry import load_world_model_and_starts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="checkpoint folder or gym id")
+    parser.add_argument("--states", type=int, default=100, help="real states at which every action is tried")
+    parser.add_argument("--policies", nargs="*", default=["random"],
+                        help="'random' or comma-separated action names, e.g. UP,UP,UP,DOWN")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=None, help="JSON file to write")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    model, starts, config = load_world_model_and_starts(args.checkpoint, device=args.device)
+    game = config["game"]
+    start = time.perf_counter()
+    response = action_response(model, game, states=args.states, seed=args.seed)
+    print(f"{game}, {response['states']} states: action effect (mean pairwise MSE of next frames) real "
+          f"{response['real_action_effect']:.2f}, dream {response['dream_action_effect']:.2f} "
+          f"(ratio {response['effect_ratio']:.2f}); dreamed frame nearest its own action's real frame "
+          f"{response['own_action_hit_rate']:.2f} (chance {response['chance_hit_rate']:.2f})")
+    result = {"checkpoint": args.checkpoint, "action_response": response}
+    if args.policies:
+        rewards = policy_rewards(model, starts, game, args.policies, seed=args.seed, precision=args.precision)
+        for name, row in rewards["policies"].items():
+            print(f"{name:>20s}: rewarded steps per step, real {row['real_rewarded_per_step']:.3f}, "
+                  f"dream {row['dream_rewarded_per_step']:.3f}")
+        result["policy_rewards"] = rewards
+    result["seconds"] = time.perf_counter() - start
+    if args.out:
+        write_json(args.out, result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The action-response check tells a dream that follows the actions from one that ignores them."""
+
+import numpy as np
+import pytest
+import torch
+
+from neuralenvs.bench.action_response import _next_frames_of_every_action, action_response, parse_policies
+from neuralenvs.envs.atari import make_atari_env
+from neuralenvs.models.diffusion import DiffusionConfig, DiffusionWorldModel
+from neuralenvs.world_model import StepResult
+
+
+class Oracle:
+    """Dreams the real game's next frame of each row's action, read from the emulator."""
+
+    context_frames, device = 2, torch.device("cpu")
+
+    def __init__(self, env):
+        self.env, self.num_actions = env, env.action_space.n
+
+    def eval(self):
+        return self
+
+    def init_state(self, frames, actions):
+        return None
+
+    def step(self, state, actions, generator=None):
+        real = _next_frames_of_every_action(self.env).astype(np.uint8)
+        return StepResult(None, torch.from_numpy(real[actions.numpy()]), torch.zeros(len(actions)), torch.zeros(len(actions), dtype=torch.bool))
+
+
+def test_a_dream_that_is_the_game_follows_every_action():
+    env = make_atari_env("Pong", train=True)
+    result = action_response(Oracle(env), "Pong", states=3, env=env)
+    assert result["own_action_hit_rate"] == 1.0
+    assert result["effect_ratio"] == pytest.approx(1.0)
+    assert result["real_action_effect"] > 1.0
+
+
+def test_a_dream_that_repeats_the_last_frame_ignores_the_actions():
+    env = make_atari_env("Pong", train=True)
+    cfg = DiffusionConfig.named("tiny")
+    model = DiffusionWorldModel(
+        DiffusionConfig(**{**cfg.__dict__, "predict_residual": True, "sigma_data": 0.1}), (64, 64, 3), env.action_space.n
+    )
+    for p in model.denoiser.parameters():
+        torch.nn.init.zeros_(p)
+    result = action_response(model, "Pong", states=3, env=env)
+    assert result["effect_ratio"] < 0.1
+    assert result["own_action_hit_rate"] < 1.0
+
+
+def test_scripted_policies_are_named_by_the_games_actions():
+    names = ["NOOP", "FIRE", "UP", "DOWN"]
+    assert parse_policies(["random", "UP,UP,DOWN"], names) == {"random": None, "UP,UP,DOWN": [2, 2, 3]}
+    with pytest.raises(ValueError, match="unknown action"):
+        parse_policies(["JUMP"], names)
