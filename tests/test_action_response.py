@@ -1,5 +1,7 @@
 """The action-response check tells a dream that follows the actions from one that ignores them."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -26,7 +28,8 @@ class Oracle:
 
     def step(self, state, actions, generator=None):
         real = _next_frames_of_every_action(self.env).astype(np.uint8)
-        return StepResult(None, torch.from_numpy(real[actions.numpy()]), torch.zeros(len(actions)), torch.zeros(len(actions), dtype=torch.bool))
+        n = len(actions)
+        return StepResult(None, torch.from_numpy(real[actions.numpy()]), torch.zeros(n), torch.zeros(n, dtype=torch.bool))
 
 
 def test_a_dream_that_is_the_game_follows_every_action():
@@ -39,10 +42,8 @@ def test_a_dream_that_is_the_game_follows_every_action():
 
 def test_a_dream_that_repeats_the_last_frame_ignores_the_actions():
     env = make_atari_env("Pong", train=True)
-    cfg = DiffusionConfig.named("tiny")
-    model = DiffusionWorldModel(
-        DiffusionConfig(**{**cfg.__dict__, "predict_residual": True, "sigma_data": 0.1}), (64, 64, 3), env.action_space.n
-    )
+    cfg = dataclasses.replace(DiffusionConfig.named("tiny"), predict_residual=True, sigma_data=0.1)
+    model = DiffusionWorldModel(cfg, (64, 64, 3), env.action_space.n)
     for p in model.denoiser.parameters():
         torch.nn.init.zeros_(p)
     result = action_response(model, "Pong", states=3, env=env)

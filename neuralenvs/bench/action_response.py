@@ -80,8 +80,8 @@ def action_response(
             d_real = _pairwise_mse(real, real)
             if d_real[off_diagonal].max() > min_effect:
                 context = torch.from_numpy(np.stack(frames[-k:]))[None].expand(n_actions, -1, -1, -1, -1)
-                ctx_actions = torch.tensor(actions[len(actions) - (k - 1):], dtype=torch.long)
-                state = model.init_state(context.to(model.device), ctx_actions[None].expand(n_actions, -1).to(model.device))
+                ctx_actions = torch.tensor(actions[len(actions) - (k - 1):], dtype=torch.long)[None]
+                state = model.init_state(context.to(model.device), ctx_actions.expand(n_actions, -1).to(model.device))
                 generator.manual_seed(seed + seen)
                 result = model.step(state, torch.arange(n_actions, device=model.device), generator)
                 dream = result.next_frames.cpu().numpy().astype(np.float32)
