@@ -29,7 +29,8 @@ class Oracle:
     def step(self, state, actions, generator=None):
         real = _next_frames_of_every_action(self.env).astype(np.uint8)
         n = len(actions)
-        return StepResult(None, torch.from_numpy(real[actions.numpy()]), torch.zeros(n), torch.zeros(n, dtype=torch.bool))
+        frames = torch.from_numpy(real[actions.numpy()])
+        return StepResult(None, frames, torch.zeros(n), torch.zeros(n, dtype=torch.bool))
 
 
 def test_a_dream_that_is_the_game_follows_every_action():
