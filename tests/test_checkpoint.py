@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-import neuralenvs.checkpoint as ckpt_module
+import neuralenvs.checkpoint.publish as publish_module
 from neuralenvs.checkpoint import (
     CARD_FILE,
     CHECKPOINT_FILES,
@@ -194,14 +194,14 @@ def test_overwrite_replaces_and_cleans_up(toy, tmp_path: Path) -> None:
 def test_failed_save_keeps_previous_checkpoint(toy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "ck"
     first, _, _ = _save(toy, path, seed=0)
-    real_write = ckpt_module.write_file_durably
+    real_write = publish_module.write_file_durably
 
     def dies_on_starts(target, data, **kwargs):
         if Path(target).name == STARTS_FILE:
             raise OSError(28, "No space left on device")
         real_write(target, data, **kwargs)
 
-    monkeypatch.setattr(ckpt_module, "write_file_durably", dies_on_starts)
+    monkeypatch.setattr(publish_module, "write_file_durably", dies_on_starts)
     with pytest.raises(OSError, match="No space"):
         _save(toy, path, seed=1)
     assert _hidden_siblings(path) == []
@@ -239,7 +239,7 @@ def test_load_recovers_inside_the_swap_window(toy, tmp_path: Path, monkeypatch: 
     _save(toy, path, seed=1)
     assert _hidden_siblings(path) == [".ck.old-deadbeef0000"]
     assert load_checkpoint(path).weights["encoder.weight"].shape == first.encoder.weight.shape
-    monkeypatch.setattr(ckpt_module, "_STALE_TRASH_SECONDS", -1.0)
+    monkeypatch.setattr(publish_module, "_STALE_TRASH_SECONDS", -1.0)
     _save(toy, path, seed=2)
     assert _hidden_siblings(path) == []
 

@@ -1,0 +1,160 @@
+"""The model card (``README.md``): the checkpoint's config, provenance and measurements in prose and
+tables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from neuralenvs.checkpoint.format import CARD_FILE, CONFIG_FILE, STARTS_FILE, WEIGHTS_FILE
+
+# --------------------------------------------------------------------------------------------------
+# Model card
+
+
+def make_model_card(config: Mapping[str, Any], *, name: str | None = None) -> str:
+    """A Markdown model card generated from a checkpoint's config (what ``card=None`` writes)."""
+    prov = config.get("provenance") or {}
+    metrics = config.get("metrics") or {}
+    family = config.get("family", "?")
+    game = config.get("game")
+    title = name or (f"{game}-{family}" if game else f"{family} world model")
+    h, w, c = config.get("obs_shape", ["?", "?", "?"])
+    meanings = config.get("action_meanings") or []
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "not recorded"
+        if isinstance(value, float):
+            value = f"{value:.6g}"
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = [
+        f"# {title}",
+        "",
+        f"A **{family}** world model of **{game or 'a custom environment'}** for "
+        "neuralenvs: a neural network that dreams the game frame by frame, "
+        "with rewards and episode ends from learned heads.",
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from neuralenvs.checkpoint import load_checkpoint, build_world_model",
+        "",
+        f'checkpoint = load_checkpoint("{name or "path/to/checkpoint"}")',
+        "model = build_world_model(checkpoint)  # on the GPU if there is one",
+        "```",
+        "",
+        "## Model",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| family | {cell(family)} |",
+        f"| game | {cell(game)} |",
+        f"| observation | {h}x{w}x{c} uint8 frames |",
+        f"| actions | {len(meanings)}: {cell(', '.join(meanings))} |",
+        f"| parameters | {cell(prov.get('num_parameters'))} |",
+        f"| weights stored as | {cell(config.get('weights_dtype'))} |",
+        f"| start bank | {cell(prov.get('start_bank'))} |",
+        "",
+        "## Training data and budget",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| data | {cell(prov.get('data'))} |",
+        f"| real environment steps | {cell(prov.get('real_steps'))} |",
+        f"| training steps | {cell(prov.get('training_steps'))} |",
+        f"| hardware | {cell(prov.get('hardware'))} |",
+        f"| wall-clock seconds | {cell(prov.get('wall_clock_seconds'))} |",
+        "",
+        "## Metrics",
+        "",
+    ]
+    lines += _measurement_tables(metrics)
+    flat = _flatten({k: v for k, v in metrics.items() if k not in ("fidelity", "utility")})
+    if flat:
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {cell(key)} | {cell(value)} |" for key, value in flat]
+    elif not metrics:
+        lines.append("No metrics were recorded when this checkpoint was saved.")
+    shown = {
+        "data",
+        "real_steps",
+        "training_steps",
+        "hardware",
+        "wall_clock_seconds",
+        "num_parameters",
+        "start_bank",
+    }
+    extra = [(k, v) for k, v in _flatten(prov) if k.split(".")[0] not in shown]
+    lines += ["", "## Provenance", "", "| | |", "|---|---|"]
+    lines += [f"| {cell(key)} | {cell(value)} |" for key, value in extra]
+    lines += [
+        "",
+        "## Files",
+        "",
+        f"`{CONFIG_FILE}` (format version {config.get('format_version')}: configuration, provenance, "
+        f"metrics, checksums), `{WEIGHTS_FILE}` (weights), `{STARTS_FILE}` (real context segments "
+        f"dreams start from), `{CARD_FILE}` (this card). Loading never unpickles.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _measurement_tables(metrics: Mapping[str, Any]) -> list[str]:
+    """Readable tables for the fidelity and utility results of ``neuralenvs.bench``."""
+    lines: list[str] = []
+    fidelity = metrics.get("fidelity")
+    if isinstance(fidelity, Mapping) and isinstance(fidelity.get("steps"), Mapping):
+        lines += [
+            f"Fidelity on held-out real episodes ({fidelity.get('windows')} dreams fed the real actions), "
+            "against repeating the last real frame:",
+            "",
+            "| step | PSNR dream | PSNR repeat-last | SSIM dream | SSIM repeat-last | n |",
+            "|---|---|---|---|---|---|",
+        ]
+        for step, row in fidelity["steps"].items():
+            if isinstance(row, Mapping):
+                values = [row.get(k) for k in ("psnr", "psnr_baseline", "ssim", "ssim_baseline")]
+                cells = " | ".join(f"{v:.3f}" if isinstance(v, (int, float)) else "?" for v in values)
+                lines.append(f"| {step} | {cells} | {row.get('n')} |")
+        for head in ("reward", "termination"):
+            pr = fidelity.get(head)
+            if isinstance(pr, Mapping):
+                lines.append(
+                    f"\n{head}: precision {pr.get('precision')}, recall {pr.get('recall')} "
+                    f"({pr.get('predicted')} predicted, {pr.get('real')} real nonzero steps)"
+                )
+        lines.append("")
+    utility = metrics.get("utility")
+    if isinstance(utility, Mapping) and isinstance(utility.get("agent"), Mapping):
+        agent, random = utility["agent"], utility.get("random") or {}
+        lines += [
+            f"Utility: {str(utility.get('algo')).upper()} trained only in the dream for "
+            f"{utility.get('dream_steps')} dreamed steps, then {agent.get('n_episodes')} real games:",
+            "",
+            "| policy | real return (mean ± s.e.) | HNS |",
+            "|---|---|---|",
+            f"| trained in dream | {agent.get('mean'):.2f} ± {agent.get('stderr'):.2f} "
+            f"| {utility.get('agent_hns'):.3f} |",
+            f"| random | {random.get('mean', float('nan')):.2f} ± {random.get('stderr', float('nan')):.2f} "
+            f"| {utility.get('random_hns', float('nan')):.3f} |",
+            "",
+        ]
+    return lines
+
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for key, value in tree.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out += _flatten(value, full + ".")
+        elif isinstance(value, list):
+            out.append((full, ", ".join(map(str, value))))
+        else:
+            out.append((full, value))
+    return out
+
+
