@@ -17,7 +17,7 @@ This separates the head from the dream. ``neuralenvs fidelity`` scores the heads
 dreams, which drift away from the real episode. ``--dreamed`` adds the step between, for any
 family (and is all there is for families without a ``RewardEndModel``): one dreamed step from real
 context on every held-out transition, argmax heads, precision and recall of each reward sign and of
-episode ends (``neuralenvs.bench.fidelity.one_step_heads``): where the agent looks in a dream.
+episode ends (``neuralenvs.measure.fidelity.one_step_heads``): where the agent looks in a dream.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import time
 import numpy as np
 import torch
 
-from neuralenvs.bench.fidelity import one_step_heads
 from neuralenvs.bench.report import write_json
 from neuralenvs.checkpoint import build_world_model, load_checkpoint
 from neuralenvs.data import EpisodeDataset
+from neuralenvs.measure.fidelity import one_step_heads
 from neuralenvs.nn.reward_end import reward_to_class
 from neuralenvs.utils.device import describe_hardware, resolve_device
 from neuralenvs.world_model import frames_to_float

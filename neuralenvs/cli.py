@@ -17,7 +17,7 @@ def _write_json(result: dict, path: str | None) -> None:
 
 
 def cmd_collect(args: argparse.Namespace) -> None:
-    from neuralenvs.data.collect import collect_atari, collect_gym
+    from neuralenvs.envs.collect import collect_atari, collect_gym
 
     if (args.game is None) == (args.env_id is None):
         sys.exit("neuralenvs collect: give exactly one of --game GAME or --env-id ENV_ID")
@@ -59,9 +59,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_fidelity(args: argparse.Namespace) -> None:
-    from neuralenvs.bench.fidelity import measure_fidelity
     from neuralenvs.checkpoint import build_world_model, load_checkpoint
     from neuralenvs.data import EpisodeDataset
+    from neuralenvs.measure.fidelity import measure_fidelity
 
     model = build_world_model(load_checkpoint(args.checkpoint), device=args.device)
     dataset = EpisodeDataset(args.data)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 import neuralenvs
-from neuralenvs.bench.fidelity import one_step_heads
 from neuralenvs.data import EpisodeDataset
-from neuralenvs.data.collect import collect_atari
+from neuralenvs.envs.collect import collect_atari
+from neuralenvs.measure.fidelity import one_step_heads
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_ENV_ID = "neuralenvs/Boxing-diffusion-v0"  # the demo's default dream

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from neuralenvs.data import Episode, EpisodeDataset
-from neuralenvs.data.collect import collect_atari, collect_gym
+from neuralenvs.envs.collect import collect_atari, collect_gym
 
 
 def make_episode(seed: int, length: int, shape=(8, 8, 3)) -> Episode:

@@ -539,7 +539,7 @@ def test_trainer_refuses_mismatched_data(tmp_path):
 
 
 def test_controllability_is_zero_when_actions_do_nothing(tmp_path):
-    from neuralenvs.bench.controllability import measure_controllability
+    from neuralenvs.measure.controllability import measure_controllability
 
     ds = _labelled(tmp_path, square_episodes(2, 12))
     model = make_model(randomized=True, temperature=1.0)

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 from toy_world_model import ToyWorldModel, make_toy
 
-from neuralenvs.bench.fidelity import one_step_heads
 from neuralenvs.data import EpisodeDataset
 from neuralenvs.data.episodes import Episode
+from neuralenvs.measure.fidelity import one_step_heads
 from neuralenvs.world_model import StepResult
 
 

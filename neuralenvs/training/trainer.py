@@ -401,10 +401,10 @@ class Trainer:
         latent actions; video has none) gets a start bank with action 0 between its frames, actions
         named ``LATENT_i``, and no game: a dream id ``<Game>-<family>-v0`` promises the game's action
         space. Its fidelity is measured where real actions of its own action space exist."""
-        from neuralenvs.bench.controllability import measure_controllability, supports_controllability
-        from neuralenvs.bench.fidelity import measure_fidelity
         from neuralenvs.checkpoint import save_checkpoint
         from neuralenvs.envs.starts import StartBank
+        from neuralenvs.measure.controllability import measure_controllability, supports_controllability
+        from neuralenvs.measure.fidelity import measure_fidelity
 
         k = self.model.context_frames
         own_actions = self.dataset.labelled and self.dataset.num_actions == self.model.num_actions

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from neuralenvs.bench.fidelity import PSNR_CAP
-from neuralenvs.bench.metrics import psnr
 from neuralenvs.data import EpisodeDataset
+from neuralenvs.measure.fidelity import PSNR_CAP
+from neuralenvs.measure.metrics import psnr
 from neuralenvs.world_model import WorldModel
 
 

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from neuralenvs.bench.metrics import psnr, ssim
 from neuralenvs.data import EpisodeDataset
+from neuralenvs.measure.metrics import psnr, ssim
 from neuralenvs.world_model import WorldModel
 
 PSNR_CAP = 60.0  # dB; an exactly repeated frame would otherwise average to +inf
