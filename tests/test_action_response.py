@@ -48,7 +48,7 @@ def test_a_dream_that_repeats_the_last_frame_ignores_the_actions():
     for p in model.denoiser.parameters():
         torch.nn.init.zeros_(p)
     result = action_response(model, "Pong", states=3, env=env)
-    assert result["effect_ratio"] < 0.1
+    assert result["effect_ratio"] < 0.01  # every action dreamed from the same noise: nothing differs
     assert result["own_action_hit_rate"] < 1.0
 
 

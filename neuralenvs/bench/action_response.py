@@ -10,7 +10,9 @@ each action. The dream, started on the same real context, dreams the next frame 
   actions, real and dreamed. A dream whose effect is far below the real one mostly ignores the
   action: whatever the agent does, the picture moves the same way.
 - *own-action hit rate*: the share of actions whose dreamed next frame is nearest (in MSE) the real
-  next frame of that same action among all actions' real frames. Chance is ``1 / num_actions``.
+  next frame of that same action among all actions' real frames, ties counted as hits. Actions
+  that the game treats alike (often several) tie, so a dream that ignores actions still scores
+  the share of such ties, not ``1 / num_actions``: read it beside the action effect.
 
 Only states where the actions make a visible difference in the real game count.
 
@@ -79,12 +81,15 @@ def action_response(
             real = _next_frames_of_every_action(env)
             d_real = _pairwise_mse(real, real)
             if d_real[off_diagonal].max() > min_effect:
-                context = torch.from_numpy(np.stack(frames[-k:]))[None].expand(n_actions, -1, -1, -1, -1)
+                context = torch.from_numpy(np.stack(frames[-k:]))[None].to(model.device)
                 ctx_actions = torch.tensor(actions[len(actions) - (k - 1):], dtype=torch.long)[None]
-                state = model.init_state(context.to(model.device), ctx_actions.expand(n_actions, -1).to(model.device))
-                generator.manual_seed(seed + seen)
-                result = model.step(state, torch.arange(n_actions, device=model.device), generator)
-                dream = result.next_frames.cpu().numpy().astype(np.float32)
+                state = model.init_state(context, ctx_actions.to(model.device))
+                dream = []
+                for action in range(n_actions):  # one at a time, all from the same noise: only the action differs
+                    generator.manual_seed(seed + seen)
+                    result = model.step(state, torch.tensor([action], device=model.device), generator)
+                    dream.append(result.next_frames[0].cpu().numpy().astype(np.float32))
+                dream = np.stack(dream)
                 cross = _pairwise_mse(dream, real)  # [dreamed action, real action]
                 hits += int((np.diag(cross) <= cross.min(axis=1) + 1e-6).sum())
                 real_effect.append(d_real[off_diagonal].mean())
@@ -107,7 +112,7 @@ def action_response(
         "dream_action_effect": dream_mean,
         "effect_ratio": dream_mean / real_mean,
         "own_action_hit_rate": hits / (seen * n_actions),
-        "chance_hit_rate": 1.0 / n_actions,
+        "chance_hit_rate": 1.0 / n_actions,  # with no ties; see the module docstring
     }
 
 
