@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from neuralenvs.models.presets import lists_to_tuples, named_preset
+from neuralenvs.models.presets import check_levels, check_minimum, lists_to_tuples, named_preset
 from neuralenvs.nn.reward_end import ENCODERS
 
 
@@ -79,18 +79,13 @@ class DiffusionConfig:
         k = self.num_context_frames
         if k < 1:
             raise ValueError(f"num_context_frames must be >= 1, got {k}")
-        if not len(self.channels) == len(self.depths) == len(self.attention):
-            raise ValueError("channels, depths and attention need one entry per U-Net level")
-        if len(self.rew_channels) != len(self.rew_depths):
-            raise ValueError("rew_channels and rew_depths need one entry per encoder level")
+        check_levels(self, "U-Net", "channels", "depths", "attention")
+        check_levels(self, "reward encoder", "rew_channels", "rew_depths")
         if self.rew_encoder not in ENCODERS:
             raise ValueError(f"rew_encoder must be one of {ENCODERS}, got {self.rew_encoder!r}")
         if self.sampler not in ("euler", "heun"):
             raise ValueError(f"sampler must be 'euler' or 'heun', got {self.sampler!r}")
-        if self.patch_size < 1:
-            raise ValueError(f"patch_size must be >= 1, got {self.patch_size}")
-        if self.num_denoising_steps < 1:
-            raise ValueError("num_denoising_steps must be >= 1")
+        check_minimum(self, 1, "patch_size", "num_denoising_steps")
         if self.segment_length < k:
             raise ValueError(f"segment_length must be >= num_context_frames ({k}) to train the denoiser")
         if not 1 <= self.denoising_targets <= self.segment_length - k + 1:

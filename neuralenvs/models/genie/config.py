@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from neuralenvs.models.presets import lists_to_tuples, named_preset
+from neuralenvs.models.presets import (
+    check_levels,
+    check_minimum,
+    check_transformer_window,
+    lists_to_tuples,
+    named_preset,
+)
 
 
 @dataclass(frozen=True)
@@ -72,28 +78,13 @@ class GenieConfig:
 
     def __post_init__(self) -> None:
         lists_to_tuples(self)
-        if len(self.tok_channels) != len(self.tok_depths) or min(self.tok_depths, default=0) < 1:
-            raise ValueError("tok_channels and tok_depths need one entry per tokenizer level, each depth >= 1")
-        if len(self.lam_channels) != len(self.lam_depths) or min(self.lam_depths, default=0) < 1:
-            raise ValueError("lam_channels and lam_depths need one entry per LAM level, each depth >= 1")
-        for name in ("tok_patch_size", "lam_patch_size", "lam_context", "maskgit_steps", "tokenizer_frames"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.vocab_size < 2:
-            raise ValueError(f"vocab_size must be >= 2, got {self.vocab_size}")
-        if self.n_latent < 1:
-            raise ValueError(f"n_latent must be >= 1, got {self.n_latent}")
-        if self.embed_dim % self.num_heads:
-            raise ValueError(f"embed_dim {self.embed_dim} does not split into {self.num_heads} heads")
-        if self.context_length < 2:
-            raise ValueError(f"context_length must be >= 2 frames, got {self.context_length}")
-        if not 1 <= self.num_context_frames < self.context_length:
-            raise ValueError(
-                f"num_context_frames must be between 1 and context_length - 1 ({self.context_length - 1}), "
-                f"got {self.num_context_frames}"
-            )
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        check_levels(self, "tokenizer", "tok_channels", "tok_depths")
+        check_levels(self, "LAM", "lam_channels", "lam_depths")
+        check_minimum(self, 1, "tok_patch_size", "lam_patch_size", "lam_context", "maskgit_steps", "tokenizer_frames")
+        check_minimum(self, 1, "n_latent")
+        check_minimum(self, 2, "vocab_size")
+        check_minimum(self, 0, "temperature")
+        check_transformer_window(self)
         if self.lam_transitions < 0:
             raise ValueError(f"lam_transitions must be >= 0 (0: all), got {self.lam_transitions}")
 

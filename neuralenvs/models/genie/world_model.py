@@ -41,8 +41,9 @@ from neuralenvs.models.genie.config import GenieConfig
 from neuralenvs.models.genie.dynamics import Dynamics, RewardEndHeads
 from neuralenvs.models.genie.latent_action import LatentActionModel
 from neuralenvs.models.genie.tokenizer import Tokenizer
+from neuralenvs.nn.frame_tokens import FrameTokens
 from neuralenvs.nn.reward_end import NUM_REWARD_CLASSES, choose_classes, class_to_reward, reward_to_class
-from neuralenvs.world_model import Segments, StepResult, WorldModel, float_to_frames, frames_to_float
+from neuralenvs.world_model import Segments, StepResult, WorldModel, frames_to_float
 
 STAGES = ("tokenizer", "latent_actions", "dynamics", "heads")
 
@@ -64,7 +65,7 @@ class GenieState:
         return GenieState(self.tokens.clone(), self.latents.clone(), self.valid.clone())
 
 
-class GenieWorldModel(WorldModel):
+class GenieWorldModel(FrameTokens, WorldModel):
     """Tokenizer, latent action model, MaskGIT dynamics, reward/termination heads, action map."""
 
     family = "genie"
@@ -98,17 +99,7 @@ class GenieWorldModel(WorldModel):
 
     # ---- frames, tokens, latent actions ---------------------------------------------------------
 
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 frames [..., H, W, C] -> tokens long [..., S]."""
-        lead = frames.shape[:-3]
-        x = frames_to_float(frames.reshape(-1, *self.obs_shape)).to(self.dtype)
-        return self.tokenizer.encode(x).reshape(*lead, self.tokens_per_frame)
-
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Tokens long [..., S] -> uint8 frames [..., H, W, C]."""
-        lead = tokens.shape[:-1]
-        x = self.tokenizer.decode(tokens.reshape(-1, self.tokens_per_frame))
-        return float_to_frames(x.float()).reshape(*lead, *self.obs_shape)
+    # encode / decode (uint8 frames <-> tokens) come from FrameTokens
 
     def _lam_inputs(self, frames: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Every transition of ``frames`` uint8 [B, T, H, W, C] as LAM inputs: past frames float
@@ -308,17 +299,7 @@ class GenieWorldModel(WorldModel):
             logs.update(losses)
         return {"loss": total, **{k: v.detach() for k, v in logs.items()}}
 
-    def _tokenizer_losses(self, batch: Segments) -> dict[str, torch.Tensor]:
-        """Autoencoder losses on ``tokenizer_frames`` frames per segment, real frames first."""
-        b, t = batch.mask.shape
-        n = min(self.config.tokenizer_frames, t)
-        scores = batch.mask.float() + torch.rand(batch.mask.shape, device=batch.mask.device)
-        pos = scores.topk(n, dim=1).indices
-        rows = torch.arange(b, device=pos.device)[:, None]
-        frames, real = batch.frames[rows, pos].flatten(0, 1), batch.mask[rows, pos].flatten()
-        if bool(real.any()):
-            frames = frames[real]
-        return self.tokenizer.losses(frames_to_float(frames).to(self.dtype))
+    # _tokenizer_losses comes from FrameTokens
 
     def _lam_losses(self, batch: Segments) -> dict[str, torch.Tensor]:
         """LAM losses on the segment's real transitions (both frames real), ``lam_transitions`` per

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from neuralenvs.models.presets import lists_to_tuples, named_preset
+from neuralenvs.models.presets import (
+    check_between,
+    check_levels,
+    check_minimum,
+    check_transformer_window,
+    lists_to_tuples,
+    named_preset,
+)
 
 
 @dataclass(frozen=True)
@@ -56,36 +63,14 @@ class TokenConfig:
 
     def __post_init__(self) -> None:
         lists_to_tuples(self)
-        if not len(self.tok_channels) == len(self.tok_depths) == len(self.tok_attention):
-            raise ValueError("tok_channels, tok_depths and tok_attention need one entry per tokenizer level")
-        if min(self.tok_depths) < 1:
-            raise ValueError(f"every tokenizer level needs at least one block, got tok_depths {self.tok_depths}")
-        if self.tok_patch_size < 1:
-            raise ValueError(f"tok_patch_size must be >= 1, got {self.tok_patch_size}")
-        if self.vocab_size < 2:
-            raise ValueError(f"vocab_size must be >= 2, got {self.vocab_size}")
-        if self.embed_dim % self.num_heads:
-            raise ValueError(f"embed_dim {self.embed_dim} does not split into {self.num_heads} heads")
-        if self.context_length < 2:
-            raise ValueError(f"context_length must be >= 2 frames, got {self.context_length}")
-        if not 1 <= self.num_context_frames < self.context_length:
-            raise ValueError(
-                f"num_context_frames must be between 1 and context_length - 1 ({self.context_length - 1}), "
-                f"got {self.num_context_frames}"
-            )
-        if not 1 <= self.slide_frames < self.context_length:
-            raise ValueError(
-                f"slide_frames must be between 1 and context_length - 1 ({self.context_length - 1}), "
-                f"got {self.slide_frames}"
-            )
-        if self.segment_length < 1:
-            raise ValueError(f"segment_length must be >= 1, got {self.segment_length}")
-        if self.tokenizer_frames < 1:
-            raise ValueError(f"tokenizer_frames must be >= 1, got {self.tokenizer_frames}")
+        check_levels(self, "tokenizer", "tok_channels", "tok_depths", "tok_attention")
+        check_minimum(self, 1, "tok_patch_size", "segment_length", "tokenizer_frames")
+        check_minimum(self, 2, "vocab_size")
+        check_minimum(self, 0, "temperature")
+        check_transformer_window(self)
+        check_between(self, "slide_frames", 1, self.context_length - 1, "context_length - 1")
         if not 0.0 <= self.code_usage_decay < 1.0:
             raise ValueError(f"code_usage_decay must be in [0, 1), got {self.code_usage_decay}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
 
     @property
     def downsampling(self) -> int:

@@ -38,9 +38,10 @@ import torch.nn.functional as F
 from neuralenvs.models.token.config import TokenConfig
 from neuralenvs.models.token.gpt import WorldModelGPT
 from neuralenvs.models.token.tokenizer import Tokenizer
+from neuralenvs.nn.frame_tokens import FrameTokens
 from neuralenvs.nn.reward_end import choose_classes, class_to_reward, reward_to_class
 from neuralenvs.nn.transformer import KVCache
-from neuralenvs.world_model import Segments, StepResult, WorldModel, float_to_frames, frames_to_float
+from neuralenvs.world_model import Segments, StepResult, WorldModel
 
 STAGES = ("tokenizer", "transformer")
 
@@ -63,7 +64,7 @@ class TokenState:
         return TokenState(self.tokens.clone(), self.actions.clone(), self.num_frames.clone(), self.cache.clone())
 
 
-class TokenWorldModel(WorldModel):
+class TokenWorldModel(FrameTokens, WorldModel):
     """VQ tokenizer plus a GPT over [frame tokens, action] blocks, with reward and termination heads."""
 
     family = "token"
@@ -83,17 +84,7 @@ class TokenWorldModel(WorldModel):
 
     # ---- tokens -------------------------------------------------------------------------------
 
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 frames [..., H, W, C] -> tokens long [..., P]."""
-        lead = frames.shape[:-3]
-        x = frames_to_float(frames.reshape(-1, *self.obs_shape)).to(self.dtype)
-        return self.tokenizer.encode(x).reshape(*lead, self.tokens_per_frame)
-
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Tokens long [..., P] -> uint8 frames [..., H, W, C]."""
-        lead = tokens.shape[:-1]
-        x = self.tokenizer.decode(tokens.reshape(-1, self.tokens_per_frame))
-        return float_to_frames(x.float()).reshape(*lead, *self.obs_shape)
+    # encode / decode (uint8 frames <-> tokens) come from FrameTokens
 
     def _sample_tokens(self, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """One token per row of ``logits[B, V]`` at the config's temperature (0: the most likely).
@@ -252,18 +243,7 @@ class TokenWorldModel(WorldModel):
             losses.update(wm)
         return {"loss": total, **{k: v.detach() for k, v in losses.items()}}
 
-    def _tokenizer_losses(self, batch: Segments) -> dict[str, torch.Tensor]:
-        """Autoencoder losses on ``tokenizer_frames`` frames per segment, real frames first."""
-        b, t = batch.mask.shape
-        n = min(self.config.tokenizer_frames, t)
-        scores = batch.mask.float() + torch.rand(batch.mask.shape, device=batch.mask.device)
-        pos = scores.topk(n, dim=1).indices  # [B, n]
-        rows = torch.arange(b, device=pos.device)[:, None]
-        frames = batch.frames[rows, pos].flatten(0, 1)
-        real = batch.mask[rows, pos].flatten()
-        if bool(real.any()):
-            frames = frames[real]
-        return self.tokenizer.losses(frames_to_float(frames).to(self.dtype))
+    # _tokenizer_losses comes from FrameTokens
 
     def _world_model_losses(self, batch: Segments) -> dict[str, torch.Tensor]:
         """Cross-entropies of the GPT over segments of at most ``context_length`` frames.
