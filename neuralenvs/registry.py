@@ -1,13 +1,16 @@
 """Gym ids: the real Atari 100k games and one dreamed environment per shipped checkpoint.
 
-Shipped checkpoints live in ``checkpoints/<game>-<family>/`` at the repository root; more folders
-can be listed in the ``NEURALENVS_CHECKPOINTS`` environment variable (``os.pathsep``-separated).
+Shipped checkpoints live in ``checkpoints/<game>-<family>/`` at the repository root, which installs
+as the data-only package ``neuralenvs.shipped`` (see ``setup.py``), so an installed wheel finds them
+as a source checkout does. More folders can be listed in the ``NEURALENVS_CHECKPOINTS`` environment
+variable (``os.pathsep``-separated).
 Each is registered as ``neuralenvs/<Game>-<family>-v0``; ``neuralenvs/Dream-v0`` takes any
 checkpoint folder as ``checkpoint=PATH``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -21,10 +24,15 @@ DREAM_ID = f"{NAMESPACE}/Dream-v0"
 
 
 def checkpoint_dirs() -> list[Path]:
-    """Folders searched for shipped checkpoints, in order."""
-    dirs = [Path(__file__).resolve().parent.parent / "checkpoints"]
+    """Folders searched for shipped checkpoints, in order: the installed ``neuralenvs.shipped``
+    (or, in a source tree that is not installed, its ``checkpoints/``), then
+    ``NEURALENVS_CHECKPOINTS``."""
+    spec = importlib.util.find_spec("neuralenvs.shipped")
+    dirs = [Path(p) for p in spec.submodule_search_locations or []] if spec is not None else []
+    dirs.append(Path(__file__).resolve().parent.parent / "checkpoints")
     dirs += [Path(p) for p in os.environ.get("NEURALENVS_CHECKPOINTS", "").split(os.pathsep) if p]
-    return [d for d in dirs if d.is_dir()]
+    unique = dict.fromkeys(d.resolve() for d in dirs if d.is_dir())
+    return list(unique)
 
 
 def shipped_checkpoints() -> dict[str, Path]:
