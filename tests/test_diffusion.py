@@ -457,3 +457,13 @@ def test_residual_denoiser_dreams_the_last_frame_when_untrained():
     plain_frames = plain.step(plain.init_state(frames, actions), torch.tensor([0, 1, 2])).next_frames
     assert (plain_frames.int() - frames[:, -1].int()).abs().float().mean() > 20
     assert torch.isfinite(model.training_losses(segments(2, model, pad=1))["loss"])
+
+
+def test_a_config_from_before_the_optimizer_settings_moved_to_train_config_still_builds():
+    from neuralenvs.models.presets import config_from_dict
+
+    old = {**dataclasses.asdict(DiffusionConfig.named("tiny")), "batch_size": 4, "learning_rate": 1e-4,
+           "weight_decay": 0.01, "max_grad_norm": 1.0}
+    assert config_from_dict(DiffusionConfig, old) == DiffusionConfig.named("tiny")
+    with pytest.raises(TypeError):
+        config_from_dict(DiffusionConfig, {**old, "no_such_setting": 1})

@@ -7,6 +7,7 @@ import torch
 from neuralenvs.checkpoint.format import CONFIG_FILE, STARTS_FILE, WEIGHTS_FILE, Checkpoint
 from neuralenvs.errors import CheckpointError
 from neuralenvs.models import model_class
+from neuralenvs.models.presets import config_from_dict
 from neuralenvs.utils.device import resolve_device
 from neuralenvs.world_model import WorldModel
 
@@ -40,7 +41,7 @@ def build_world_model(checkpoint: Checkpoint, device: str | torch.device | None 
             "that registers this family in neuralenvs.models.FAMILIES before loading.",
         ) from exc
     try:
-        model_config = cls.config_class(**config["model_config"])
+        model_config = config_from_dict(cls.config_class, config["model_config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(
             config_file,

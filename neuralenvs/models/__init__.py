@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 
+from neuralenvs.models.presets import config_from_dict
 from neuralenvs.world_model import WorldModel
 
 # family name -> "module:Class" of its WorldModel subclass, imported on first use
@@ -29,5 +30,5 @@ def build_model(
     ``num_actions=None`` lets a family that learns its own actions from video (genie) expose them;
     the other families need the game's action count."""
     cls = model_class(family)
-    cfg = cls.config_class.named(config) if isinstance(config, str) else cls.config_class(**config)
+    cfg = cls.config_class.named(config) if isinstance(config, str) else config_from_dict(cls.config_class, config)
     return cls(cfg, obs_shape, num_actions)

@@ -18,6 +18,17 @@ def lists_to_tuples(config: Any) -> None:
             object.__setattr__(config, f.name, tuple(value))
 
 
+# Optimizer settings that family configs once held but never used: they live in TrainConfig. Older
+# checkpoints still carry them in their model_config, which loads without them.
+MOVED_TO_TRAIN_CONFIG = ("batch_size", "learning_rate", "weight_decay", "max_grad_norm")
+
+
+def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:
+    """``cls(**values)``, minus the settings that moved to ``TrainConfig`` when ``cls`` lacks them."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names or k not in MOVED_TO_TRAIN_CONFIG})
+
+
 def named_preset(cls: type[C], presets: dict[str, dict[str, Any]], name: str, family: str) -> C:
     """``cls`` built from the preset called ``name``, or a clear error listing the known ones."""
     if name not in presets:

@@ -69,10 +69,6 @@ class DiffusionConfig:
     # "ended" weighs as much as "not ended" in the termination loss; the dream-time prior is then
     # corrected to the training episodes' real end rate (``DiffusionWorldModel.prepare_stage``)
     rew_balance_ends: bool = False
-    batch_size: int = 32
-    learning_rate: float = 1e-4
-    weight_decay: float = 1e-2
-    max_grad_norm: float = 1.0
 
     def __post_init__(self) -> None:
         lists_to_tuples(self)
@@ -140,7 +136,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         rew_mid_attention=False,
         segment_length=4,
         denoising_targets=2,
-        batch_size=4,
     ),
 }
 

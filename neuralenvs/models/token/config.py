@@ -56,10 +56,6 @@ class TokenConfig:
     commitment_weight: float = 0.25
     codebook_weight: float = 1.0
     rew_loss_weight: float = 1.0  # reward and termination cross-entropies vs the token one
-    batch_size: int = 32
-    learning_rate: float = 1e-4
-    weight_decay: float = 1e-2
-    max_grad_norm: float = 10.0
 
     def __post_init__(self) -> None:
         lists_to_tuples(self)
@@ -122,6 +118,5 @@ PRESETS: dict[str, dict[str, Any]] = {
         dropout=0.0,
         segment_length=3,
         tokenizer_frames=2,
-        batch_size=4,
     ),
 }
