@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ import torch
 from tqdm.auto import tqdm
 
 from neuralenvs.data.episodes import Episode, EpisodeDataset
+from neuralenvs.training.run_settings import record_run_settings
 from neuralenvs.training.trainer import TrainConfig, Trainer
 from neuralenvs.utils.device import describe_hardware, resolve_device
 from neuralenvs.utils.io import atomic_write_text
@@ -191,18 +192,7 @@ class ImaginationRun:
 
     # -- run folder ------------------------------------------------------------------------------
     def _check_run_matches(self) -> None:
-        path = self.out / "imagination.json"
-        asked = json.loads(json.dumps(asdict(self.config)))
-        if path.exists():
-            stored = json.loads(path.read_text())
-            diff = {k: (stored.get(k), v) for k, v in asked.items() if k != "out" and stored.get(k) != v}
-            if diff:
-                raise ValueError(
-                    f"{self.out} holds an imagination run with other settings {diff} (stored, asked); "
-                    "resume with the same settings or choose another --out"
-                )
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(asked, indent=1))
+        record_run_settings(self.out / "imagination.json", self.config, what="imagination run")
 
     @property
     def result_path(self) -> Path:

@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from neuralenvs.data import EpisodeDataset
 from neuralenvs.models import build_model, model_class
 from neuralenvs.nn.reward_end import NUM_REWARD_CLASSES, reward_to_class
+from neuralenvs.training.run_settings import record_run_settings
 from neuralenvs.utils.device import describe_hardware, has_fast_bf16, resolve_device
 from neuralenvs.utils.io import atomic_write_text, fsync_dir, temp_sibling, write_file_durably
 from neuralenvs.world_model import Segments, WorldModel
@@ -187,24 +188,9 @@ class Trainer:
 
     # -- run folder ------------------------------------------------------------------------------
     def _check_run_matches(self) -> None:
-        run_file = self.out / "run.json"
         # settings that change neither the model nor the data it sees may differ on resume
         free = ("steps", "out", "save_every_seconds", "precision")
-        asked = json.loads(json.dumps({k: v for k, v in asdict(self.config).items() if k not in free}))  # as stored
-        if run_file.exists():
-            stored = json.loads(run_file.read_text())
-            # a setting added to TrainConfig after the run started was at its default then
-            defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-            defaults = json.loads(json.dumps(defaults))
-            before = {k: stored.get(k, defaults.get(k)) for k in asked}
-            if before != asked:
-                diff = {k: (before.get(k), asked[k]) for k in asked if before.get(k) != asked[k]}
-                raise ValueError(
-                    f"{self.out} holds a run with other settings {diff} (stored, asked); "
-                    "resume with the same settings or choose another --out"
-                )
-        self.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_file, json.dumps(asdict(self.config), indent=1))
+        record_run_settings(self.out / "run.json", self.config, free=free)
 
     def _resume(self) -> None:
         latest = self.out / "latest.json"
