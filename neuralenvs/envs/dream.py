@@ -30,7 +30,7 @@ from gymnasium import logger, spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from neuralenvs.envs.starts import PathLike, StartBank, prompt_context
+from neuralenvs.envs.starts import DeviceStarts, PathLike, StartBank, prompt_context
 from neuralenvs.utils.device import has_fast_bf16, resolve_device
 from neuralenvs.world_model import WorldModel
 
@@ -64,33 +64,6 @@ def _dreaming(model: WorldModel, precision: str = "fp32") -> Iterator[None]:
     finally:
         if training:
             model.train()
-
-
-class _Starts:
-    """A start bank laid out for one model on its device, so a (re)start is a gather: the model's
-    context (last K frames and the K - 1 actions between them) and the first frame stack."""
-
-    def __init__(self, bank: StartBank, context_frames: int, frame_stack: int, device: torch.device):
-        self.bank = bank
-        frames, actions = bank.frames, bank.actions
-        n, kb, h, w, c = frames.shape
-        k = context_frames
-        # the bank may hold more frames than the model reads: the model gets the newest K
-        self.frames = torch.from_numpy(np.ascontiguousarray(frames[:, kb - k :])).to(device)
-        self.actions = torch.from_numpy(np.ascontiguousarray(actions[:, kb - k :])).to(device)
-        if frame_stack <= kb:
-            stacked = frames[:, kb - frame_stack :]
-        else:  # more stack than context: repeat the oldest real frame rather than show zeros
-            pad = np.repeat(frames[:, :1], frame_stack - kb, axis=1)
-            stacked = np.concatenate([pad, frames], axis=1)
-        # [n, S, H, W, C] -> [n, H, W, S * C], oldest frame in the first C channels
-        self.stack_np = np.ascontiguousarray(
-            stacked.transpose(0, 2, 3, 1, 4).reshape(n, h, w, frame_stack * c)
-        )
-        self.stack = torch.from_numpy(self.stack_np).to(device)
-
-    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        return self.bank.sample_indices(n, rng)
 
 
 class DreamVectorEnv(VectorEnv):
@@ -199,11 +172,11 @@ class DreamVectorEnv(VectorEnv):
         if starts is not None and not isinstance(starts, StartBank):
             raise TypeError(f"starts must be a StartBank, a path to its .npz, or None; got {type(starts)}")
         self.starts: StartBank | None = starts
-        self._bank: _Starts | None = None
+        self._bank: DeviceStarts | None = None
         if starts is not None:
             starts.check_compatible(model.obs_shape, model.num_actions, self._context_frames)
-            self._bank = _Starts(starts, self._context_frames, self.frame_stack, self.device)
-        self._source: _Starts | None = self._bank  # where (re)starts come from: the bank or a prompt
+            self._bank = DeviceStarts(starts, self._context_frames, self.frame_stack, self.device)
+        self._source: DeviceStarts | None = self._bank  # where (re)starts come from: the bank or a prompt
 
         self._state: Any = None  # the model's state; None until the first reset
         self._stack: torch.Tensor | None = None  # uint8 [N, H, W, S * C] on the device
@@ -233,7 +206,7 @@ class DreamVectorEnv(VectorEnv):
         # validate everything before anything changes, so a bad call leaves every dream as it was
         if prompt is not None:
             frames, actions = prompt_context(prompt, self._context_frames, self.model.obs_shape)
-            source = _Starts(StartBank(frames, actions), self._context_frames, self.frame_stack, self.device)
+            source = DeviceStarts(StartBank(frames, actions), self._context_frames, self.frame_stack, self.device)
         elif self._bank is not None:
             source = self._bank
         else:
@@ -441,7 +414,7 @@ class DreamVectorEnv(VectorEnv):
         starts.check_compatible(self.model.obs_shape, self.model.num_actions, self._context_frames)
         was_bank = self._source is self._bank
         self.starts = starts
-        self._bank = _Starts(starts, self._context_frames, self.frame_stack, self.device)
+        self._bank = DeviceStarts(starts, self._context_frames, self.frame_stack, self.device)
         if was_bank:
             self._source = self._bank
 

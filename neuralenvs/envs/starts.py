@@ -6,8 +6,8 @@ A dream is started from ``K`` real frames and the ``K - 1`` actions between them
 checkpoint as ``starts.npz``. A prompt (one image) is the degenerate segment Genie made famous: the
 image repeated ``K`` times with NOOP (action 0) between the copies.
 
-Everything here is numpy on the host; :class:`neuralenvs.envs.dream.DreamVectorEnv` copies what it
-needs to the model's device once.
+Banks are numpy on the host; :class:`DeviceStarts` is the one copy of a bank that a dream keeps on
+the model's device.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 PathLike = str | os.PathLike
 ObsShape = tuple[int, int, int]
 
-__all__ = ["StartBank", "load_image", "prompt_image", "prompt_context"]
+__all__ = ["DeviceStarts", "StartBank", "load_image", "prompt_image", "prompt_context"]
 
 
 def load_image(path: PathLike, obs_shape: Sequence[int]) -> np.ndarray:
@@ -303,3 +304,31 @@ class StartBank:
             return cls(frames, actions)
         except ValueError as e:
             raise ValueError(f"start bank {str(path)!r} is invalid: {e}") from e
+
+
+class DeviceStarts:
+    """A :class:`StartBank` laid out for one model on its device, so that a dream's (re)start is a
+    gather: the model's context (the last K frames and the K - 1 actions between them) and the
+    first frame stack. :class:`neuralenvs.envs.dream.DreamVectorEnv` builds one per bank."""
+
+    def __init__(self, bank: StartBank, context_frames: int, frame_stack: int, device: torch.device):
+        self.bank = bank
+        frames, actions = bank.frames, bank.actions
+        n, kb, h, w, c = frames.shape
+        k = context_frames
+        # the bank may hold more frames than the model reads: the model gets the newest K
+        self.frames = torch.from_numpy(np.ascontiguousarray(frames[:, kb - k :])).to(device)
+        self.actions = torch.from_numpy(np.ascontiguousarray(actions[:, kb - k :])).to(device)
+        if frame_stack <= kb:
+            stacked = frames[:, kb - frame_stack :]
+        else:  # more stack than context: repeat the oldest real frame rather than show zeros
+            pad = np.repeat(frames[:, :1], frame_stack - kb, axis=1)
+            stacked = np.concatenate([pad, frames], axis=1)
+        # [n, S, H, W, C] -> [n, H, W, S * C], oldest frame in the first C channels
+        self.stack_np = np.ascontiguousarray(
+            stacked.transpose(0, 2, 3, 1, 4).reshape(n, h, w, frame_stack * c)
+        )
+        self.stack = torch.from_numpy(self.stack_np).to(device)
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return self.bank.sample_indices(n, rng)
