@@ -97,11 +97,11 @@ def real_env_id(game: str) -> str:
 def resolve_checkpoint(env_id_or_path: str | os.PathLike) -> Path:
     """A checkpoint folder from a gym id (``neuralenvs/Pong-diffusion-v0``) or a folder path."""
     text = str(env_id_or_path)
+    if Path(text).is_dir():  # what a registered id's entry point is given: no catalogue scan
+        return Path(text)
     shipped = shipped_checkpoints()
     if text in shipped:
         return shipped[text]
-    if Path(text).is_dir():
-        return Path(text)
     known = ", ".join(sorted(shipped)) or "none found"
     raise ValueError(
         f"{text!r} is neither a checkpoint folder nor a shipped dream id (shipped: {known})"
