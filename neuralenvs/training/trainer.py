@@ -131,7 +131,8 @@ class Trainer:
             return None, None
         if config.labelled_steps < 1:
             raise ValueError(f"labelled_steps must be >= 1, got {config.labelled_steps}")
-        full = EpisodeDataset(config.labelled_data)
+        same = Path(config.labelled_data).resolve() == Path(config.data).resolve()
+        full = self.dataset if same else EpisodeDataset(config.labelled_data)  # one dataset per path
         if not full.labelled:
             raise ValueError(f"--labelled {config.labelled_data} holds unlabelled video: give an episode dataset")
         if full.obs_shape != self.dataset.obs_shape:
