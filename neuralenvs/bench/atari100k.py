@@ -18,11 +18,11 @@ The grid's folder::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from neuralenvs.bench.report import write_json
 from neuralenvs.training.imagination import ImaginationConfig, run_imagination
 from neuralenvs.utils.io import atomic_write_text
 
@@ -97,7 +97,7 @@ def summarize(results: list[dict[str, Any]], out: str | Path) -> dict[str, Any]:
     games = sorted({result["game"] for result in results})
     aggregates = {method: aggregate(per_game) for method, per_game in scores.items()}
     summary = {"runs": results, "aggregate": aggregates, "games": games}
-    atomic_write_text(out / "results.json", json.dumps(summary, indent=1))
+    write_json(out / "results.json", summary, quiet=True)  # stamped with device, versions, command
     atomic_write_text(out / "results.md", results_table(scores, games=games) + "\n")
     published = {name: aggregate({g: load_published(name)[g] for g in games}) for name in ("IRIS", "DIAMOND")}
     plot_iqm({**published, **aggregates}, out / "iqm.png")
