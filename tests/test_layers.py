@@ -11,7 +11,7 @@ import neuralenvs
 # remaining units placed where their imports put them
 LAYERS = [
     "errors", "utils", "world_model",
-    "data", "nn", "models", "checkpoint", "envs", "registry", "sb3", "measure",
+    "data", "nn", "models", "checkpoint", "envs", "registry", "play", "sb3", "measure",
     "training", "bench", "__init__", "cli",
 ]
 PACKAGE = Path(neuralenvs.__file__).parent
