@@ -29,6 +29,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from neuralenvs.bench.report import write_json
+from neuralenvs.envs.dream import PRECISIONS, dreaming
 from neuralenvs.utils.device import describe_hardware, resolve_device
 
 BATCHES = (1, 16, 64, 256)
@@ -72,22 +73,26 @@ def flops_per_transition(model, device: torch.device, batch: int = 64) -> float:
     return counter.get_total_flops() / batch
 
 
-def transitions_per_second(model, batch: int, device: torch.device, seconds: float) -> float:
-    """Dreamed transitions/s at ``batch``, timed for ``seconds`` after one untimed warm-up step."""
+def transitions_per_second(model, batch: int, device: torch.device, seconds: float, precision: str = "fp32") -> float:
+    """Dreamed transitions/s at ``batch``, timed for ``seconds`` after one untimed warm-up step,
+    under the same no-grad / autocast context a dream env steps in."""
     g = torch.Generator(device=device).manual_seed(0)
-    state = model.init_state(*_random_context(model, batch, device, g))
-    actions = torch.randint(0, model.num_actions, (batch,), device=device, generator=g)
-    state = model.step(state, actions, g).state  # warm-up
-    _sync(device)
-    steps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds or steps < 3:
-        state = model.step(state, actions, g).state
-        steps += 1
-    _sync(device)
+    with dreaming(model, precision):
+        state = model.init_state(*_random_context(model, batch, device, g))
+        actions = torch.randint(0, model.num_actions, (batch,), device=device, generator=g)
+        state = model.step(state, actions, g).state  # warm-up
+        _sync(device)
+        steps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds or steps < 3:
+            state = model.step(state, actions, g).state
+            steps += 1
+        _sync(device)
     return batch * steps / (time.perf_counter() - t0)
 
 
-def profile_loop(checkpoint: str, steps: int, n_envs: int, device: torch.device) -> dict[str, Any]:
+def profile_loop(
+    checkpoint: str, steps: int, n_envs: int, device: torch.device, precision: str = "fp32"
+) -> dict[str, Any]:
     """Train PPO in the dream of ``checkpoint`` for ``steps`` agent steps; seconds per part."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecEnvWrapper
@@ -129,7 +134,7 @@ def profile_loop(checkpoint: str, steps: int, n_envs: int, device: torch.device)
 
     # the dream as the utility measurement trains in it (neuralenvs.bench.utility)
     dream = DreamVectorEnv(model, starts, num_envs=n_envs, horizon=15, frame_stack=4, device=device,
-                           sample_heads=True)
+                           sample_heads=True, precision=precision)
     agent = TimedPPO("CnnPolicy", TimedEnv(make_sb3_env(dream)), seed=0, device=device,
                      **default_algo_kwargs("ppo"))
     t0 = time.perf_counter()
@@ -143,6 +148,7 @@ def profile_loop(checkpoint: str, steps: int, n_envs: int, device: torch.device)
     parts["other"] = total - seconds["rollouts"] - seconds["agent: PPO update"]
     return {
         "checkpoint": checkpoint,
+        "precision": precision,
         "agent_steps": int(agent.num_timesteps),
         "n_envs": n_envs,
         "seconds": total,
@@ -174,6 +180,8 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", help="time untrained named configs instead of dreams")
     parser.add_argument("--num-actions", type=int, default=18, help="with --configs")
     parser.add_argument("--batches", nargs="+", type=int, default=list(BATCHES))
+    parser.add_argument("--precision", nargs="+", choices=PRECISIONS[:2], default=["fp32"],
+                        help="time the dreams in each of these (bf16: autocast, as a dream env's precision='bf16')")
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per measurement")
     parser.add_argument("--loop-steps", type=int, default=4096,
                         help="agent steps of the loop profile per dream (0: no profile)")
@@ -192,17 +200,22 @@ def main() -> None:
     rows, loops = [], []
     for label, checkpoint, model in _models(args, device):
         flops = flops_per_transition(model, device)
-        for batch in args.batches:
-            tps = transitions_per_second(model, batch, device, args.seconds)
-            row = {"dream": label, "batch": batch, "parameters": sum(p.numel() for p in model.parameters()),
-                   "transitions_per_second": tps, "flops_per_transition": flops,
-                   "per_fp32_gflops": tps / (peaks["fp32"] / 1e9),
-                   "share_of_fp32_peak": flops * tps / peaks["fp32"]}
-            rows.append(row)
-            print(f"{label:>36} batch {batch:>4}: {tps:8.1f} transitions/s  {flops / 1e6:7.1f} MFLOP/transition  "
-                  f"{100 * row['share_of_fp32_peak']:5.1f}% of fp32 peak  {row['per_fp32_gflops']:.3f} per GFLOP/s")
+        for precision in args.precision:
+            peak = peaks[precision]
+            for batch in args.batches:
+                tps = transitions_per_second(model, batch, device, args.seconds, precision)
+                row = {"dream": label, "precision": precision, "batch": batch,
+                       "parameters": sum(p.numel() for p in model.parameters()),
+                       "transitions_per_second": tps, "flops_per_transition": flops,
+                       "per_fp32_gflops": tps / (peaks["fp32"] / 1e9),
+                       "share_of_fp32_peak": flops * tps / peaks["fp32"],
+                       f"share_of_{precision}_peak": flops * tps / peak}
+                rows.append(row)
+                print(f"{label:>36} {precision} batch {batch:>4}: {tps:8.1f} transitions/s  "
+                      f"{flops / 1e6:7.1f} MFLOP/transition  {100 * flops * tps / peak:5.1f}% of {precision} peak  "
+                      f"{row['per_fp32_gflops']:.3f} per fp32 GFLOP/s")
         if checkpoint is not None and args.loop_steps > 0:
-            loop = profile_loop(checkpoint, args.loop_steps, args.loop_envs, device)
+            loop = profile_loop(checkpoint, args.loop_steps, args.loop_envs, device, args.precision[-1])
             loops.append(loop)
             print(f"  training loop: {loop['loop_transitions_per_second']:.1f} transitions/s; where the time goes:")
             for part, share in sorted(loop["parts_share"].items(), key=lambda kv: -kv[1]):

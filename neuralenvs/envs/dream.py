@@ -50,7 +50,7 @@ PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @contextlib.contextmanager
-def _dreaming(model: WorldModel, precision: str = "fp32") -> Iterator[None]:
+def dreaming(model: WorldModel, precision: str = "fp32") -> Iterator[None]:
     """Inference without autograd and in eval mode (no dropout, batch-norm running statistics),
     restoring the model's mode afterwards: a trainer may alternate training the world model and
     dreaming with it, as DIAMOND does. ``"bf16"`` runs the model under bf16 autocast (weights stay
@@ -235,7 +235,7 @@ class DreamVectorEnv(VectorEnv):
 
         if mask is None:
             idx = torch.from_numpy(source.sample(self.num_envs, self.np_random)).to(self.device)
-            with _dreaming(self.model, self.precision):
+            with dreaming(self.model, self.precision):
                 self._state = self.model.init_state(source.frames[idx], source.actions[idx])
             self._stack = source.stack[idx]
             self._steps[:] = 0
@@ -258,7 +258,7 @@ class DreamVectorEnv(VectorEnv):
         idx = self._source.sample(int(mask.sum()), self.np_random)
         idx_t = torch.from_numpy(idx).to(self.device)
         mask_t = torch.from_numpy(mask).to(self.device)
-        with _dreaming(self.model, self.precision):
+        with dreaming(self.model, self.precision):
             self._state = self.model.reset_where(
                 self._state, mask_t, self._source.frames[idx_t], self._source.actions[idx_t]
             )
@@ -309,7 +309,7 @@ class DreamVectorEnv(VectorEnv):
             )
         n, c = self.num_envs, self._channels
 
-        with _dreaming(self.model, self.precision):
+        with dreaming(self.model, self.precision):
             result = self.model.step(
                 self._state, actions_t, generator=self._generator, sample_heads=self.sample_heads
             )
