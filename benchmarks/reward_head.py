@@ -68,6 +68,28 @@ def score_ends(logits: torch.Tensor, terminated: np.ndarray) -> dict[str, float]
             "precision": hits / predicted if predicted else math.nan, "recall": hits / actual if actual else math.nan}
 
 
+def end_context_ambiguity(data: EpisodeDataset, episodes: list[int], k: int) -> dict[str, float]:
+    """How many steps of its episode show exactly the same last ``k`` frames as each real episode end.
+
+    A head that sees only a ``k``-frame context (one dreamed step from a real start) cannot tell
+    those steps apart from the end, so at full recall its precision is at most 1 / that count. In
+    CrazyClimber every lost life comes after about 40 identical frames."""
+    counts = []
+    for e in episodes:
+        episode = data.episode(e)
+        frames = episode.frames.reshape(len(episode.frames), -1)
+        for t in np.flatnonzero(episode.terminated):
+            if t < k - 1:
+                continue
+            end = frames[t + 1 - k : t + 1]  # the context from which the last action ends the episode
+            same = [s for s in range(k - 1, len(episode.actions)) if np.array_equal(frames[s + 1 - k : s + 1], end)]
+            counts.append(len(same))
+    if not counts:
+        return {"ends": 0}
+    return {"ends": len(counts), "median_identical_contexts": float(np.median(counts)),
+            "precision_bound_at_full_recall": float(np.mean([1 / c for c in counts]))}
+
+
 def score(logits: torch.Tensor, rewards: np.ndarray) -> dict[str, dict[str, float]]:
     real = reward_to_class(torch.from_numpy(rewards)).numpy()
     chosen = logits.argmax(-1).numpy()
@@ -111,6 +133,12 @@ def main() -> None:
         for name, r in [*heads["reward_by_sign"].items(), ("any", heads["reward"]), ("end", heads["termination"])]:
             print(f"one dreamed step, {'reward ' + name if name != 'end' else 'episode end'}: {r['real']} real, "
                   f"{r['predicted']} predicted; precision {r['precision']:.2f}, recall {r['recall']:.2f}")
+    ambiguity = end_context_ambiguity(data, episodes, model.context_frames)
+    result["end_context_ambiguity"] = ambiguity
+    if ambiguity["ends"]:
+        print(f"episode ends: each shows the same {model.context_frames}-frame context as "
+              f"{ambiguity['median_identical_contexts']:.0f} steps of its episode (median); a head that sees only "
+              f"that context has precision <= {ambiguity['precision_bound_at_full_recall']:.2f} at full recall")
     if not hasattr(model, "reward_end"):
         print(f"{args.checkpoint}: no RewardEndModel, so no teacher-forced score (the diffusion family has one)")
         _write(result, args.out, start)

@@ -76,6 +76,23 @@ def cmd_fidelity(args: argparse.Namespace) -> None:
         update_metrics(args.checkpoint, fidelity=result)
 
 
+def cmd_resample(args: argparse.Namespace) -> None:
+    from neuralenvs.checkpoint import resample
+
+    settings = {}
+    for item in args.set:
+        name, _, text = item.partition("=")
+        try:
+            settings[name] = json.loads(text)
+        except ValueError:
+            settings[name] = text  # a bare word, e.g. sampler=heun
+    out = resample(args.checkpoint, args.out, **settings)
+    print(f"wrote {out} with {settings}")
+    if args.data:
+        cmd_fidelity(argparse.Namespace(checkpoint=str(out), data=args.data, held_out=args.held_out,
+                                        windows=args.windows, seed=0, device=None, json=None, record=True))
+
+
 def cmd_utility(args: argparse.Namespace) -> None:
     from neuralenvs.bench.utility import measure_utility
 
@@ -230,6 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="e.g. a published method's file from neuralenvs/bench/reference/")
     p.add_argument("--json", default=None)
     p.set_defaults(func=cmd_bench_scores)
+
+    p = sub.add_parser("resample", help="save a checkpoint again with other dream-time settings (sampler steps, ...)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="the new checkpoint folder")
+    p.add_argument("--set", nargs="+", required=True, metavar="NAME=VALUE", help="e.g. num_denoising_steps=1")
+    p.add_argument("--data", default=None, help="measure fidelity on this dataset's held-out episodes and record it")
+    p.add_argument("--held-out", type=int, default=5)
+    p.add_argument("--windows", type=int, default=128)
+    p.set_defaults(func=cmd_resample)
 
     p = sub.add_parser("play", help="play a dream (or the real game) with the keyboard; w/a/s/d move, space fires")
     p.add_argument("env_id", help="a registered id: neuralenvs/<Game>-<family>-v0, or neuralenvs/<Game>-real-v0")

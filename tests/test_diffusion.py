@@ -467,3 +467,35 @@ def test_a_config_from_before_the_optimizer_settings_moved_to_train_config_still
     assert config_from_dict(DiffusionConfig, old) == DiffusionConfig.named("tiny")
     with pytest.raises(TypeError):
         config_from_dict(DiffusionConfig, {**old, "no_such_setting": 1})
+
+
+def test_requantized_frames_sit_on_the_8_bit_grid():
+    torch.manual_seed(0)
+    config = dataclasses.replace(DiffusionConfig.named("tiny"), requantize_frames=True)
+    model = build_model("diffusion", dataclasses.asdict(config), (16, 16, 3), 3)
+    state = model.init_state(torch.randint(0, 256, (2, 2, 16, 16, 3), dtype=torch.uint8), torch.zeros(2, 1).long())
+    result = model.step(state, torch.zeros(2).long(), torch.Generator().manual_seed(0))
+    levels = (result.state.frames[:, -1] + 1) * 127.5
+    assert torch.equal(levels, levels.round())
+    assert torch.equal(frames_to_float(result.next_frames), result.state.frames[:, -1])  # what is shown is fed back
+
+
+def test_resample_changes_only_how_the_model_dreams(tmp_path):
+    import numpy as np
+
+    from neuralenvs.checkpoint import load_checkpoint, resample, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("diffusion", "tiny", (16, 16, 3), 3)
+    starts = np.zeros((2, 2, 16, 16, 3), np.uint8), np.zeros((2, 1), np.int64)
+    save_checkpoint(tmp_path / "a", model=model, starts_frames=starts[0], starts_actions=starts[1], game=None,
+                    metrics={"fidelity": {"psnr": 1.0}, "notes": "kept"})
+    resample(tmp_path / "a", tmp_path / "b", num_denoising_steps=1, sample_sigma_max=1.5)
+    before, after = load_checkpoint(tmp_path / "a"), load_checkpoint(tmp_path / "b")
+    assert after.config["model_config"]["num_denoising_steps"] == 1
+    assert after.config["model_config"]["sample_sigma_max"] == 1.5
+    assert all(torch.equal(before.weights[k], after.weights[k]) for k in before.weights)
+    assert after.config["metrics"] == {"notes": "kept"}  # measured under the old settings: dropped
+    assert after.config["provenance"]["resampled"]["before"] == {"num_denoising_steps": 2, "sample_sigma_max": 5.0}
+    with pytest.raises(ValueError, match="cannot change after training"):
+        resample(tmp_path / "a", tmp_path / "c", channels=[4, 4])

@@ -57,7 +57,7 @@ from neuralenvs.checkpoint.format import (
     file_digest,
 )
 from neuralenvs.checkpoint.load import load_checkpoint
-from neuralenvs.checkpoint.save import save_checkpoint, update_metrics
+from neuralenvs.checkpoint.save import resample, save_checkpoint, update_metrics
 from neuralenvs.utils.device import describe_hardware, resolve_device
 
 __all__ = [
@@ -75,6 +75,7 @@ __all__ = [
     "describe_hardware",
     "file_digest",
     "load_checkpoint",
+    "resample",
     "make_model_card",
     "resolve_device",
     "save_checkpoint",

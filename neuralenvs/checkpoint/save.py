@@ -264,3 +264,33 @@ def update_metrics(path: str | os.PathLike[str], **metrics: Any) -> Path:
     )
 
 
+
+
+def resample(path: str | os.PathLike[str], out: str | os.PathLike[str], **settings: Any) -> Path:
+    """Save the checkpoint at ``path`` again at ``out`` with other dream-time settings (a family
+    config's ``DREAM_TIME_FIELDS``, e.g. the diffusion sampler's steps): same weights and start
+    bank, and the metrics measured under the old settings dropped, since they no longer hold (the
+    free-text ``notes`` stay)."""
+    checkpoint = load_checkpoint(path)
+    model = build_world_model(checkpoint, device="cpu")
+    allowed = getattr(model.config, "DREAM_TIME_FIELDS", ())
+    unknown = sorted(set(settings) - set(allowed))
+    if unknown:
+        raise ValueError(f"{unknown} cannot change after training; the {checkpoint.config['family']} family's "
+                         f"dream-time settings are {list(allowed) or 'none'}")
+    before = {name: getattr(model.config, name) for name in settings}
+    model.config = dataclasses.replace(model.config, **settings)
+    config = checkpoint.config
+    provenance = dict(config.get("provenance") or {})
+    provenance["resampled"] = {"from": str(checkpoint.path), "before": before, "after": settings}
+    return save_checkpoint(
+        out,
+        model=model,
+        starts_frames=checkpoint.starts_frames,
+        starts_actions=checkpoint.starts_actions,
+        game=config.get("game"),
+        action_meanings=config.get("action_meanings"),
+        provenance=provenance,
+        metrics={k: v for k, v in (config.get("metrics") or {}).items() if k == "notes"},
+        weights_dtype=config.get("weights_dtype", "float32"),
+    )

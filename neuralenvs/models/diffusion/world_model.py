@@ -102,6 +102,9 @@ class DiffusionWorldModel(WorldModel):
             rho=cfg.rho,
             generator=generator,
         )
+        frames = float_to_frames(next_x)
+        if cfg.requantize_frames:
+            next_x = frames_to_float(frames).to(next_x.dtype)
         rew_logits, end_logits, (h, c) = self.reward_end.step(state.frames[:, -1], actions, next_x, (state.h, state.c))
         reward = class_to_reward(choose_classes(rew_logits, sample_heads, generator))
         terminated = choose_classes(end_logits, sample_heads, generator).bool()
@@ -111,7 +114,7 @@ class DiffusionWorldModel(WorldModel):
             h=h,
             c=c,
         )
-        return StepResult(new_state, float_to_frames(next_x), reward, terminated)
+        return StepResult(new_state, frames, reward, terminated)
 
     @torch.no_grad()
     def reset_where(

@@ -1,0 +1,82 @@
+"""Whether a dream still looks like its game after hundreds of steps.
+
+PSNR against the real episode stops meaning much after a few dozen steps (the dream and the game
+part ways even when both are right), so the long horizon is judged by the look of the frames:
+
+- **sharpness**: the mean absolute Laplacian of the grey frames. A dream dissolving into noise has
+  more of it than real frames of the game; a dream fading to a flat or blurred frame has less.
+  Reported as the ratio dream / real (1.0 is the game's own).
+- **colour-histogram distance**: total variation between the dream's and the real frames' joint RGB
+  histograms (8 bins a channel); 0 when the colours are the game's, 1 when they share none.
+
+Both compare dreamed frames at step ``s`` with real frames of the same game (not of the same
+moment), so they can be measured at any horizon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from neuralenvs.world_model import WorldModel
+
+LOOK_STEPS = (50, 100, 300, 1000)
+HISTOGRAM_BINS = 8
+
+
+def sharpness(frames: np.ndarray) -> float:
+    """Mean |Laplacian| of the grey frames, uint8 [N, H, W, 3]."""
+    grey = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames]
+    return float(np.mean([np.abs(cv2.Laplacian(g, cv2.CV_32F)).mean() for g in grey]))
+
+
+def colour_histogram(frames: np.ndarray, bins: int = HISTOGRAM_BINS) -> np.ndarray:
+    """The joint RGB histogram of uint8 [N, H, W, 3] frames, normalised to sum to 1."""
+    q = (frames.reshape(-1, 3).astype(np.int64) * bins) // 256
+    counts = np.bincount((q[:, 0] * bins + q[:, 1]) * bins + q[:, 2], minlength=bins**3)
+    return counts / counts.sum()
+
+
+def histogram_distance(frames: np.ndarray, real: np.ndarray) -> float:
+    """Total variation between the colour histograms of ``frames`` and ``real`` (0 to 1)."""
+    return float(0.5 * np.abs(colour_histogram(frames) - colour_histogram(real)).sum())
+
+
+@torch.no_grad()
+def long_rollouts(
+    model: WorldModel,
+    context: np.ndarray,
+    context_actions: np.ndarray,
+    actions: np.ndarray,
+    keep: Sequence[int],
+    seed: int = 0,
+) -> dict[int, np.ndarray]:
+    """Dream ``actions.shape[1]`` steps from each real context (uint8 [B, K, H, W, C], actions
+    [B, K - 1]) with the given actions [B, T]; the dreamed frames at the steps in ``keep``."""
+    device = model.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    state = model.init_state(torch.from_numpy(context).to(device), torch.from_numpy(context_actions).to(device))
+    kept = {}
+    for s in range(1, actions.shape[1] + 1):
+        state, frames, _, _ = model.step(state, torch.from_numpy(actions[:, s - 1]).to(device), generator)
+        if s in keep:
+            kept[s] = frames.cpu().numpy()
+    return kept
+
+
+def look_over_horizon(dreamed: dict[int, np.ndarray], real: np.ndarray) -> dict[str, dict[str, float]]:
+    """Sharpness ratio and histogram distance of the dreamed frames at each step against ``real``
+    frames of the game."""
+    real_sharpness = sharpness(real)
+    return {
+        str(s): {
+            "sharpness": sharpness(frames),
+            "sharpness_ratio": sharpness(frames) / real_sharpness,
+            "histogram_distance": histogram_distance(frames, real),
+            "n": len(frames),
+        }
+        for s, frames in sorted(dreamed.items())
+    }
