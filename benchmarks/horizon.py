@@ -55,6 +55,12 @@ def starts_and_actions(data: EpisodeDataset, episodes: list[int], k: int, n: int
             random_actions.astype(np.int64), real_frames)
 
 
+def _label(dream: str) -> str:
+    """``neuralenvs/Boxing-token-v0`` -> ``Boxing-token-v0``; ``runs/x/checkpoint`` -> ``x``."""
+    parts = Path(dream).parts
+    return parts[-2] if parts[-1] == "checkpoint" and len(parts) > 1 else parts[-1]
+
+
 def contact_sheet(rows: dict[str, list[np.ndarray | None]], steps: list[int], path: Path, scale: int = 2) -> None:
     h, w = next(f for r in rows.values() for f in r if f is not None).shape[:2]
     label_w, tiles = 150, []
@@ -133,7 +139,7 @@ def main() -> None:
                 if "real episode" not in sheet:
                     sheet["real episode"] = [real_frames[0][s - 1] if s <= len(real_frames[0]) else None
                                              for s in sheet_steps]
-                sheet[dream.split("/")[-1]] = [kept[s][0] for s in sheet_steps]
+                sheet[_label(dream)] = [kept[s][0] for s in sheet_steps]
         fidelity = measure_fidelity(model, data, episodes, steps=tuple(s for s in PSNR_STEPS if s <= args.steps),
                                     num_windows=args.windows, seed=args.seed)
         results[dream] = {"look": look, "psnr": {"steps": fidelity["steps"]}, "seconds": time.perf_counter() - t0}
