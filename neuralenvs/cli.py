@@ -59,21 +59,27 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_fidelity(args: argparse.Namespace) -> None:
+    _measure_fidelity(args.checkpoint, args.data, args.held_out, args.windows, args.seed, args.device,
+                      args.json, args.record)
+
+
+def _measure_fidelity(checkpoint: str, data: str, held_out: int, windows: int, seed: int, device: str | None,
+                      json_path: str | None, record: bool) -> None:
     from neuralenvs.checkpoint import build_world_model, load_checkpoint
     from neuralenvs.data import EpisodeDataset
     from neuralenvs.measure.fidelity import measure_fidelity
 
-    model = build_world_model(load_checkpoint(args.checkpoint), device=args.device)
-    dataset = EpisodeDataset(args.data)
-    _, held_out = dataset.split(args.held_out)
-    result = measure_fidelity(model, dataset, held_out, num_windows=args.windows, seed=args.seed, progress=True)
-    result["checkpoint"] = str(args.checkpoint)
-    result["data"] = str(args.data)
-    _write_json(result, args.json)
-    if args.record:
+    model = build_world_model(load_checkpoint(checkpoint), device=device)
+    dataset = EpisodeDataset(data)
+    _, held_out_episodes = dataset.split(held_out)
+    result = measure_fidelity(model, dataset, held_out_episodes, num_windows=windows, seed=seed, progress=True)
+    result["checkpoint"] = str(checkpoint)
+    result["data"] = str(data)
+    _write_json(result, json_path)
+    if record:
         from neuralenvs.checkpoint import update_metrics
 
-        update_metrics(args.checkpoint, fidelity=result)
+        update_metrics(checkpoint, fidelity=result)
 
 
 def cmd_resample(args: argparse.Namespace) -> None:
@@ -89,8 +95,7 @@ def cmd_resample(args: argparse.Namespace) -> None:
     out = resample(args.checkpoint, args.out, **settings)
     print(f"wrote {out} with {settings}")
     if args.data:
-        cmd_fidelity(argparse.Namespace(checkpoint=str(out), data=args.data, held_out=args.held_out,
-                                        windows=args.windows, seed=0, device=None, json=None, record=True))
+        _measure_fidelity(str(out), args.data, args.held_out, args.windows, args.seed, args.device, None, record=True)
 
 
 def cmd_utility(args: argparse.Namespace) -> None:
@@ -142,6 +147,13 @@ def cmd_list(args: argparse.Namespace) -> None:
 
     for env_id in neuralenvs.list_envs(args.kind):
         print(env_id)
+
+
+def _add_fidelity_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--held-out", type=int, default=5, help="the last N episodes of --data are used")
+    p.add_argument("--windows", type=int, default=128, help="dream rollouts to score")
+    p.add_argument("--device", default=None)
+    p.add_argument("--seed", type=int, default=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,10 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fidelity", help="PSNR/SSIM of the dream vs held-out real episodes")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True)
-    p.add_argument("--held-out", type=int, default=5, help="the last N episodes of --data are used")
-    p.add_argument("--windows", type=int, default=128, help="dream rollouts to score")
-    p.add_argument("--device", default=None)
-    p.add_argument("--seed", type=int, default=0)
+    _add_fidelity_options(p)
     p.add_argument("--json", default=None)
     p.add_argument("--record", action="store_true", help="also store the result in the checkpoint's metrics")
     p.set_defaults(func=cmd_fidelity)
@@ -253,8 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the new checkpoint folder")
     p.add_argument("--set", nargs="+", required=True, metavar="NAME=VALUE", help="e.g. num_denoising_steps=1")
     p.add_argument("--data", default=None, help="measure fidelity on this dataset's held-out episodes and record it")
-    p.add_argument("--held-out", type=int, default=5)
-    p.add_argument("--windows", type=int, default=128)
+    _add_fidelity_options(p)
     p.set_defaults(func=cmd_resample)
 
     p = sub.add_parser("play", help="play a dream (or the real game) with the keyboard; w/a/s/d move, space fires")

@@ -27,6 +27,7 @@ from neuralenvs.checkpoint.format import (
     STARTS_FILE,
     WEIGHTS_DTYPES,
     WEIGHTS_FILE,
+    Checkpoint,
     _jsonable,
     _package_version,
     config_digest,
@@ -242,28 +243,15 @@ def _serialize_starts(frames: np.ndarray, actions: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-
 def update_metrics(path: str | os.PathLike[str], **metrics: Any) -> Path:
     """Add measured ``metrics`` to a saved checkpoint and regenerate its model card.
 
     The weights, start bank and sealed fields are written back unchanged (a half-precision
     checkpoint round-trips exactly through the float32 model)."""
     checkpoint = load_checkpoint(path)
-    model = build_world_model(checkpoint, device="cpu")
     config = checkpoint.config
-    return save_checkpoint(
-        checkpoint.path,
-        model=model,
-        starts_frames=checkpoint.starts_frames,
-        starts_actions=checkpoint.starts_actions,
-        game=config.get("game"),
-        action_meanings=config.get("action_meanings"),
-        provenance=config.get("provenance"),
-        metrics={**(config.get("metrics") or {}), **metrics},
-        weights_dtype=config.get("weights_dtype", "float32"),
-    )
-
-
+    return _save_again(checkpoint, build_world_model(checkpoint, device="cpu"), checkpoint.path,
+                       provenance=config.get("provenance"), metrics={**(config.get("metrics") or {}), **metrics})
 
 
 def resample(path: str | os.PathLike[str], out: str | os.PathLike[str], **settings: Any) -> Path:
@@ -283,6 +271,16 @@ def resample(path: str | os.PathLike[str], out: str | os.PathLike[str], **settin
     config = checkpoint.config
     provenance = dict(config.get("provenance") or {})
     provenance["resampled"] = {"from": str(checkpoint.path), "before": before, "after": settings}
+    notes = {k: v for k, v in (config.get("metrics") or {}).items() if k == "notes"}
+    return _save_again(checkpoint, model, out, provenance=provenance, metrics=notes)
+
+
+def _save_again(
+    checkpoint: Checkpoint, model: WorldModel, out: str | os.PathLike[str], *,
+    provenance: Mapping[str, Any] | None, metrics: Mapping[str, Any],
+) -> Path:
+    """Write ``model`` at ``out`` with ``checkpoint``'s start bank, game, actions and weight dtype."""
+    config = checkpoint.config
     return save_checkpoint(
         out,
         model=model,
@@ -291,6 +289,6 @@ def resample(path: str | os.PathLike[str], out: str | os.PathLike[str], **settin
         game=config.get("game"),
         action_meanings=config.get("action_meanings"),
         provenance=provenance,
-        metrics={k: v for k, v in (config.get("metrics") or {}).items() if k == "notes"},
+        metrics=metrics,
         weights_dtype=config.get("weights_dtype", "float32"),
     )
