@@ -7,7 +7,8 @@
 Two measurements against the real game (``neuralenvs.bench.action_response``): the next frame of
 every action from the same real state, real against dreamed (the dream's action effect beside the
 real one, and how often a dreamed frame is nearest its own action's real frame); and the rate of
-rewarded steps that scripted action cycles earn in the real game and in 15-step dreams. A dream
+rewarded steps that scripted action cycles earn over 15 steps from the same real states, in the
+real game and in the dream. A dream
 that ignores actions, or pays for a cycle the game does not, teaches an agent nothing that
 transfers, however right its reward head is on real frames.
 """
@@ -30,6 +31,9 @@ def main() -> None:
     parser.add_argument("--states", type=int, default=100, help="real states at which every action is tried")
     parser.add_argument("--policies", nargs="*", default=["random"],
                         help="'random' or comma-separated action names, e.g. UP,UP,UP,DOWN")
+    parser.add_argument("--reward-states", type=int, default=64, help="real states the policies are played from")
+    parser.add_argument("--horizon", type=int, default=15, help="steps each policy is played (the agent's dream length)")
+    parser.add_argument("--skip-response", action="store_true", help="only the policy rewards")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -38,20 +42,25 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    model, starts, config = load_world_model_and_starts(args.checkpoint, device=args.device)
+    model, _, config = load_world_model_and_starts(args.checkpoint, device=args.device)
     game = config["game"]
     start = time.perf_counter()
-    response = action_response(model, game, states=args.states, seed=args.seed)
-    print(f"{game}, {response['states']} states: action effect (mean pairwise MSE of next frames) real "
-          f"{response['real_action_effect']:.2f}, dream {response['dream_action_effect']:.2f} "
-          f"(ratio {response['effect_ratio']:.2f}); dreamed frame nearest its own action's real frame "
-          f"{response['own_action_hit_rate']:.2f} (chance {response['chance_hit_rate']:.2f})")
-    result = {"checkpoint": args.checkpoint, "action_response": response}
+    result: dict = {"checkpoint": args.checkpoint}
+    if not args.skip_response:
+        result["action_response"] = response = action_response(model, game, states=args.states, seed=args.seed)
+        print(f"{game}, {response['states']} states: action effect (mean pairwise MSE of next frames) real "
+              f"{response['real_action_effect']:.2f}, dream {response['dream_action_effect']:.2f} "
+              f"(ratio {response['effect_ratio']:.2f}); dreamed frame nearest its own action's real frame "
+              f"{response['own_action_hit_rate']:.2f} (chance {response['chance_hit_rate']:.2f})")
     if args.policies:
-        rewards = policy_rewards(model, starts, game, args.policies, seed=args.seed, precision=args.precision)
+        rewards = policy_rewards(model, game, args.policies, states=args.reward_states, horizon=args.horizon,
+                                 seed=args.seed, precision=args.precision)
+        print(f"rewarded steps per step over {args.horizon} steps from the same {args.reward_states} real states:")
         for name, row in rewards["policies"].items():
-            print(f"{name:>20s}: rewarded steps per step, real {row['real_rewarded_per_step']:.3f}, "
-                  f"dream {row['dream_rewarded_per_step']:.3f}")
+            print(f"{name:>20s}: real {row['real_rewarded_per_step']:.3f} ± {row['real_se']:.3f}, "
+                  f"dream {row['dream_rewarded_per_step']:.3f} ± {row['dream_se']:.3f}, "
+                  f"correlation across states {row['correlation_across_states']:.2f}")
+        print(f"the dream ranks the policies as the game does: {rewards['order_agrees']}")
         result["policy_rewards"] = rewards
     result["seconds"] = time.perf_counter() - start
     if args.out:

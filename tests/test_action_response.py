@@ -57,3 +57,38 @@ def test_scripted_policies_are_named_by_the_games_actions():
     assert parse_policies(["random", "UP,UP,DOWN"], names) == {"random": None, "UP,UP,DOWN": [2, 2, 3]}
     with pytest.raises(ValueError, match="unknown action"):
         parse_policies(["JUMP"], names)
+
+
+class PaysForUp:
+    """A dream whose head pays every step on which the action is RIGHT (2 in Pong), and never ends."""
+
+    context_frames, device, num_actions = 2, torch.device("cpu"), 6
+
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        return self
+
+    training = False
+
+    def init_state(self, frames, actions):
+        return frames
+
+    def step(self, state, actions, generator=None, sample_heads=False):
+        n = len(actions)
+        return StepResult(state, state[:, -1], (actions == 2).float(), torch.zeros(n, dtype=torch.bool))
+
+
+def test_policy_rewards_plays_each_policy_from_the_same_real_states_in_both():
+    from neuralenvs.bench.action_response import policy_rewards
+
+    first = policy_rewards(PaysForUp(), "Pong", ["RIGHT", "NOOP", "random"], states=6, horizon=5, batch=4)
+    again = policy_rewards(PaysForUp(), "Pong", ["RIGHT", "NOOP", "random"], states=6, horizon=5, batch=4)
+    rows = first["policies"]
+    assert rows["RIGHT"]["dream_rewarded_per_step"] == 1.0
+    assert rows["NOOP"]["dream_rewarded_per_step"] == 0.0
+    assert 0.0 < rows["random"]["dream_rewarded_per_step"] < 1.0  # the same random actions, some RIGHT
+    # the real game is restored to each state before each policy: the same figures every time
+    assert all(rows[n]["real_rewarded_per_step"] == again["policies"][n]["real_rewarded_per_step"] for n in rows)
+    assert first["states"] == 6 and first["horizon"] == 5

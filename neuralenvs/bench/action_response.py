@@ -16,10 +16,12 @@ each action. The dream, started on the same real context, dreams the next frame 
 
 Only states where the actions make a visible difference in the real game count.
 
-``policy_rewards``: the reward a scripted policy (a fixed cycle of actions) collects per step, in the
-real game and in the dream (15-step dreams from the checkpoint's starts, heads sampled, as an agent
-trains in them). A dream that pays for a cycle that the real game does not pay for can be exploited
-by an agent, which then learns to do something useless in the real game.
+``policy_rewards``: the rewarded steps a scripted policy (a fixed cycle of actions, or random
+actions) collects over an agent's dream length, played from the same real states in the real game
+(the emulator restored) and in the dream (started on the same context, heads sampled as an agent
+trains in them). A dream that pays for a cycle that the real game does not pay for, or does not pay
+for one that it does, can be exploited by an agent, which then learns something useless in the
+real game.
 """
 
 from __future__ import annotations
@@ -135,42 +137,95 @@ def parse_policies(specs: Sequence[str], action_names: Sequence[str]) -> dict[st
     return policies
 
 
+def _real_states(env: Any, k: int, states: int, every: int, rng: np.random.Generator) -> list[tuple]:
+    """``states`` points of a random real trajectory, one every ``every`` steps: (emulator snapshot,
+    last ``k`` frames, the ``k - 1`` actions taken at the first of them, lives)."""
+    obs, _ = env.reset(seed=int(rng.integers(2**31)))
+    frames, actions, found, step = [obs], [], [], 0
+    while len(found) < states:
+        step += 1
+        if len(frames) >= k and step % every == 0:
+            ale = env.unwrapped.ale
+            found.append((ale.cloneState(), np.stack(frames[-k:]), list(actions[len(actions) - (k - 1):]), ale.lives()))
+        action = int(rng.integers(env.action_space.n))
+        obs, _, terminated, truncated, _ = env.step(action)
+        frames.append(obs)
+        actions.append(action)
+        if terminated or truncated:
+            obs, _ = env.reset()
+            frames, actions = [obs], []
+        frames, actions = frames[-k:], actions[-(k - 1):] if k > 1 else []
+    return found
+
+
+def _real_rewarded_steps(env: Any, snapshot: Any, lives: int, plan: np.ndarray) -> int:
+    """Rewarded steps of the action ``plan`` played from ``snapshot`` until a life is lost."""
+    ale = env.unwrapped.ale
+    ale.restoreState(snapshot)
+    rewarded = 0
+    for action in plan:
+        _, reward, terminated, truncated, _ = env.step(int(action))
+        rewarded += int(reward != 0)
+        if terminated or truncated or ale.lives() < lives:
+            break
+    ale.restoreState(snapshot)
+    return rewarded
+
+
 def policy_rewards(
-    model: WorldModel, starts: Any, game: str, policies: Sequence[str], real_steps: int = 3000,
-    dreams: int = 32, dream_steps: int = 60, horizon: int = 15, seed: int = 0, precision: str = "fp32",
+    model: WorldModel, game: str, policies: Sequence[str], states: int = 64, horizon: int = 15,
+    every: int = 7, seed: int = 0, precision: str = "fp32", sample_heads: bool = True, batch: int = 64,
 ) -> dict[str, Any]:
-    """Rewarded steps per step (by sign, as the dream's head predicts them) of each scripted policy,
-    in the real game (training episodes: a lost life ends one) and in the dream."""
+    """Rewarded steps of each scripted policy over ``horizon`` steps, played from the same real
+    states in the real game (emulator restored) and in the dream (started on the same context,
+    heads sampled as an agent trains in them). Both stop counting at an episode end (a lost life
+    in the game, a predicted end in the dream). The random policy plays the same actions in both.
+
+    Per policy: the mean rewarded steps per step in each and the correlation across states.
+    A dream that pays a cycle the game does not (or fails to pay one the game does) teaches an
+    agent something useless; ``order_agrees`` says whether the dream ranks the policies as the
+    game does."""
     from neuralenvs.envs.atari import action_meanings, make_atari_env
-    from neuralenvs.envs.dream import DreamVectorEnv
+    from neuralenvs.envs.dream import dreaming
 
     env = make_atari_env(game, train=True)
     cycles = parse_policies(policies, action_meanings(env))
-    dream = DreamVectorEnv(model, starts, num_envs=dreams, horizon=horizon, sample_heads=True, precision=precision)
-    rows = {}
+    rng = np.random.default_rng(seed)
+    points = _real_states(env, model.context_frames, states, every, rng)
+    generator = torch.Generator(device=model.device)
+    rows: dict[str, Any] = {}
     for name, cycle in cycles.items():
-        rng = np.random.default_rng(seed)
-        env.reset(seed=seed)
-        real_rewarded, t_episode = 0, 0
-        for _ in range(real_steps):
-            _, reward, terminated, truncated, _ = env.step(_cycle_action(cycle, t_episode, rng, env.action_space.n))
-            real_rewarded += reward != 0
-            t_episode += 1
-            if terminated or truncated:
-                env.reset()
-                t_episode = 0
-        rng = np.random.default_rng(seed)
-        dream.reset(seed=seed)
-        dream_rewarded = 0
-        for _ in range(dream_steps):
-            steps = dream.episode_steps
-            act = np.array([_cycle_action(cycle, int(s), rng, env.action_space.n) for s in steps])
-            _, reward, *_ = dream.step(act)
-            dream_rewarded += int((reward != 0).sum())
+        if cycle is None:
+            plans = rng.integers(env.action_space.n, size=(states, horizon))
+        else:
+            plans = np.tile(np.resize(np.asarray(cycle), horizon), (states, 1))
+        real = np.array([_real_rewarded_steps(env, snap, lives, plan) for (snap, _, _, lives), plan in zip(points, plans)])
+        dream = np.zeros(states)
+        generator.manual_seed(seed)
+        with dreaming(model, precision):
+            for lo in range(0, states, batch):
+                chunk = points[lo:lo + batch]
+                frames = torch.from_numpy(np.stack([p[1] for p in chunk])).to(model.device)
+                ctx_actions = torch.tensor([p[2] for p in chunk], dtype=torch.long, device=model.device)
+                state = model.init_state(frames, ctx_actions.reshape(len(chunk), -1))
+                alive = torch.ones(len(chunk), dtype=torch.bool)
+                for t in range(horizon):
+                    acts = torch.from_numpy(plans[lo:lo + len(chunk), t]).to(model.device)
+                    result = model.step(state, acts, generator, sample_heads=sample_heads)
+                    state = result.state
+                    dream[lo:lo + len(chunk)] += ((result.reward.cpu() != 0) & alive).numpy()
+                    alive &= ~result.terminated.cpu()
+        corr = float(np.corrcoef(real, dream)[0, 1]) if real.std() > 0 and dream.std() > 0 else float("nan")
         rows[name] = {
-            "real_rewarded_per_step": real_rewarded / real_steps,
-            "dream_rewarded_per_step": dream_rewarded / (dreams * dream_steps),
+            "real_rewarded_per_step": float(real.mean() / horizon),
+            "real_se": float(real.std(ddof=1) / np.sqrt(states) / horizon),
+            "dream_rewarded_per_step": float(dream.mean() / horizon),
+            "dream_se": float(dream.std(ddof=1) / np.sqrt(states) / horizon),
+            "correlation_across_states": corr,
         }
     env.close()
-    dream.close()
-    return {"game": game, "horizon": horizon, "policies": rows}
+    order = sorted(rows, key=lambda n: rows[n]["real_rewarded_per_step"])
+    return {
+        "game": game, "horizon": horizon, "states": states, "sample_heads": sample_heads, "policies": rows,
+        "order_agrees": order == sorted(rows, key=lambda n: rows[n]["dream_rewarded_per_step"]),
+    }
