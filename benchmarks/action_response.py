@@ -32,7 +32,8 @@ def main() -> None:
     parser.add_argument("--policies", nargs="*", default=["random"],
                         help="'random' or comma-separated action names, e.g. UP,UP,UP,DOWN")
     parser.add_argument("--reward-states", type=int, default=64, help="real states the policies are played from")
-    parser.add_argument("--horizon", type=int, default=15, help="steps each policy is played (the agent's dream length)")
+    parser.add_argument("--horizon", type=int, default=15, 
+                        help="steps each policy is played (the agent's dream length)")
     parser.add_argument("--skip-response", action="store_true", help="only the policy rewards")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--threads", type=int, default=1)

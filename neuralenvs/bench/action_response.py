@@ -26,7 +26,7 @@ real game.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,28 @@ def _pairwise_mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ((a[:, None] - b[None]) ** 2).mean(axis=(2, 3, 4))
 
 
+def _random_play(
+    env: Any, k: int, every: int, rng: np.random.Generator, seed: int,
+) -> Iterator[tuple[np.ndarray, list[int]]]:
+    """Play random actions forever (episodes restart), pausing every ``every`` steps once ``k``
+    frames are in: yields the last ``k`` frames and the ``k - 1`` actions taken at the first of
+    them, with the emulator at that state (a caller may try actions from it and restore it)."""
+    obs, _ = env.reset(seed=seed)
+    frames, actions, step = [obs], [], 0
+    while True:
+        step += 1
+        if len(frames) >= k and step % every == 0:
+            yield np.stack(frames[-k:]), list(actions[len(actions) - (k - 1):])
+        action = int(rng.integers(env.action_space.n))
+        obs, _, terminated, truncated, _ = env.step(action)
+        frames.append(obs)
+        actions.append(action)
+        if terminated or truncated:
+            obs, _ = env.reset()
+            frames, actions = [obs], []
+        frames, actions = frames[-k:], actions[-(k - 1):] if k > 1 else []
+
+
 @torch.no_grad()
 def action_response(
     model: WorldModel, game: str, states: int = 100, every: int = 5, seed: int = 0, min_effect: float = 1.0,
@@ -73,38 +95,28 @@ def action_response(
         raise ValueError(f"{game} has {n_actions} actions, the model {model.num_actions}")
     rng = np.random.default_rng(seed)
     generator = torch.Generator(device=model.device)
-    obs, _ = env.reset(seed=seed)
-    frames, actions = [obs], []
-    real_effect, dream_effect, hits, seen, step = [], [], 0, 0, 0
+    real_effect, dream_effect, hits, seen = [], [], 0, 0
     off_diagonal = ~np.eye(n_actions, dtype=bool)
-    while seen < states:
-        step += 1
-        if len(frames) >= k and step % every == 0:
-            real = _next_frames_of_every_action(env)
-            d_real = _pairwise_mse(real, real)
-            if d_real[off_diagonal].max() > min_effect:
-                context = torch.from_numpy(np.stack(frames[-k:]))[None].to(model.device)
-                ctx_actions = torch.tensor(actions[len(actions) - (k - 1):], dtype=torch.long)[None]
-                state = model.init_state(context, ctx_actions.to(model.device))
-                dream = []
-                for action in range(n_actions):  # one at a time, all from the same noise: only the action differs
-                    generator.manual_seed(seed + seen)
-                    result = model.step(state, torch.tensor([action], device=model.device), generator)
-                    dream.append(result.next_frames[0].cpu().numpy().astype(np.float32))
-                dream = np.stack(dream)
-                cross = _pairwise_mse(dream, real)  # [dreamed action, real action]
-                hits += int((np.diag(cross) <= cross.min(axis=1) + 1e-6).sum())
-                real_effect.append(d_real[off_diagonal].mean())
-                dream_effect.append(_pairwise_mse(dream, dream)[off_diagonal].mean())
-                seen += 1
-        action = int(rng.integers(n_actions))
-        obs, _, terminated, truncated, _ = env.step(action)
-        frames.append(obs)
-        actions.append(action)
-        if terminated or truncated:
-            obs, _ = env.reset()
-            frames, actions = [obs], []
-        frames, actions = frames[-k:], actions[-(k - 1):] if k > 1 else []
+    for frames, ctx_actions in _random_play(env, k, every, rng, seed):
+        real = _next_frames_of_every_action(env)
+        d_real = _pairwise_mse(real, real)
+        if d_real[off_diagonal].max() <= min_effect:
+            continue
+        context = torch.from_numpy(frames)[None].to(model.device)
+        state = model.init_state(context, torch.tensor([ctx_actions], dtype=torch.long, device=model.device))
+        dream = []
+        for action in range(n_actions):  # one at a time, all from the same noise: only the action differs
+            generator.manual_seed(seed + seen)
+            result = model.step(state, torch.tensor([action], device=model.device), generator)
+            dream.append(result.next_frames[0].cpu().numpy().astype(np.float32))
+        dream = np.stack(dream)
+        cross = _pairwise_mse(dream, real)  # [dreamed action, real action]
+        hits += int((np.diag(cross) <= cross.min(axis=1) + 1e-6).sum())
+        real_effect.append(d_real[off_diagonal].mean())
+        dream_effect.append(_pairwise_mse(dream, dream)[off_diagonal].mean())
+        seen += 1
+        if seen == states:
+            break
     env.close()
     real_mean, dream_mean = float(np.mean(real_effect)), float(np.mean(dream_effect))
     return {
@@ -137,25 +149,15 @@ def parse_policies(specs: Sequence[str], action_names: Sequence[str]) -> dict[st
     return policies
 
 
-def _real_states(env: Any, k: int, states: int, every: int, rng: np.random.Generator) -> list[tuple]:
-    """``states`` points of a random real trajectory, one every ``every`` steps: (emulator snapshot,
+def _real_states(env: Any, k: int, states: int, every: int, rng: np.random.Generator, seed: int) -> list[tuple]:
+    """``states`` points of a random real trajectory (:func:`_random_play`): (emulator snapshot,
     last ``k`` frames, the ``k - 1`` actions taken at the first of them, lives)."""
-    obs, _ = env.reset(seed=int(rng.integers(2**31)))
-    frames, actions, found, step = [obs], [], [], 0
-    while len(found) < states:
-        step += 1
-        if len(frames) >= k and step % every == 0:
-            ale = env.unwrapped.ale
-            found.append((ale.cloneState(), np.stack(frames[-k:]), list(actions[len(actions) - (k - 1):]), ale.lives()))
-        action = int(rng.integers(env.action_space.n))
-        obs, _, terminated, truncated, _ = env.step(action)
-        frames.append(obs)
-        actions.append(action)
-        if terminated or truncated:
-            obs, _ = env.reset()
-            frames, actions = [obs], []
-        frames, actions = frames[-k:], actions[-(k - 1):] if k > 1 else []
-    return found
+    ale, found = env.unwrapped.ale, []
+    for frames, ctx_actions in _random_play(env, k, every, rng, seed):
+        found.append((ale.cloneState(), frames, ctx_actions, ale.lives()))
+        if len(found) == states:
+            return found
+    raise AssertionError("unreachable: random play never stops")
 
 
 def _real_rewarded_steps(env: Any, snapshot: Any, lives: int, plan: np.ndarray) -> int:
@@ -191,7 +193,7 @@ def policy_rewards(
     env = make_atari_env(game, train=True)
     cycles = parse_policies(policies, action_meanings(env))
     rng = np.random.default_rng(seed)
-    points = _real_states(env, model.context_frames, states, every, rng)
+    points = _real_states(env, model.context_frames, states, every, rng, seed)
     generator = torch.Generator(device=model.device)
     rows: dict[str, Any] = {}
     for name, cycle in cycles.items():
@@ -199,7 +201,9 @@ def policy_rewards(
             plans = rng.integers(env.action_space.n, size=(states, horizon))
         else:
             plans = np.tile(np.resize(np.asarray(cycle), horizon), (states, 1))
-        real = np.array([_real_rewarded_steps(env, snap, lives, plan) for (snap, _, _, lives), plan in zip(points, plans)])
+        real = np.array([
+            _real_rewarded_steps(env, point[0], point[3], plan) for point, plan in zip(points, plans, strict=True)
+        ])
         dream = np.zeros(states)
         generator.manual_seed(seed)
         with dreaming(model, precision):
