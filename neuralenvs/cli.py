@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+
+from neuralenvs.errors import NeuralEnvsError
 
 
 def _write_json(result: dict, path: str | None) -> None:
@@ -281,8 +284,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (NeuralEnvsError, ValueError, FileNotFoundError) as error:
+        # a wrong argument or file is the user's to fix: say what, without a traceback
+        # (NEURALENVS_DEBUG=1 shows it)
+        if os.environ.get("NEURALENVS_DEBUG"):
+            raise
+        parser.exit(2, f"neuralenvs {args.command}: error: {error}\n")
 
 
 if __name__ == "__main__":

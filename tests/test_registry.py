@@ -73,7 +73,8 @@ def test_cli_collect_and_list(tmp_path):
     assert len(listed) == 26 and "neuralenvs/Pong-real-v0" in listed
     bad = subprocess.run([sys.executable, "-m", "neuralenvs.cli", "collect", "--game", "Nope", "--steps", "1",
                           "--out", str(tmp_path / "x")], capture_output=True, text=True)
-    assert bad.returncode != 0 and "valid names are" in bad.stderr
+    assert bad.returncode == 2 and "valid names are" in bad.stderr
+    assert "Traceback" not in bad.stderr and bad.stderr.startswith("neuralenvs collect: error:")
 
 
 def test_utility_trains_in_the_dream_and_plays_the_real_game(checkpoint_dir):
