@@ -1,16 +1,16 @@
 """Does a dream follow the agent's actions, and does it pay only for what the real game pays for?
 
-    python benchmarks/action_response.py runs/cc-diffusion/checkpoint \
-        --policies random DOWN UP,DOWN UP,UP,UP,DOWN \
-        --out benchmarks/results/action_response_crazyclimber.json
+    python benchmarks/action_response.py runs/cc-sigma-1step/checkpoint --skip-response \
+        --policies random DOWN UP UP,DOWN UP,UP,UP,DOWN NOOP --precision bf16 \
+        --out benchmarks/results/policy_rewards_crazyclimber_1step.json
 
 Two measurements against the real game (``neuralenvs.bench.action_response``): the next frame of
 every action from the same real state, real against dreamed (the dream's action effect beside the
 real one, and how often a dreamed frame is nearest its own action's real frame); and the rate of
-rewarded steps that scripted action cycles earn over 15 steps from the same real states, in the
-real game and in the dream. A dream
-that ignores actions, or pays for a cycle the game does not, teaches an agent nothing that
-transfers, however right its reward head is on real frames.
+rewarded steps that scripted action cycles earn over an agent's dream length (``--horizon``) from
+the same real states, in the real game and in the dream. A dream that ignores actions, or pays for
+a cycle the game does not, teaches an agent nothing that transfers, however right its reward head
+is on real frames.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--policies", nargs="*", default=["random"],
                         help="'random' or comma-separated action names, e.g. UP,UP,UP,DOWN")
     parser.add_argument("--reward-states", type=int, default=64, help="real states the policies are played from")
-    parser.add_argument("--horizon", type=int, default=15, 
+    parser.add_argument("--horizon", type=int, default=15,
                         help="steps each policy is played (the agent's dream length)")
     parser.add_argument("--skip-response", action="store_true", help="only the policy rewards")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])

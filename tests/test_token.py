@@ -383,6 +383,8 @@ def test_trainer_trains_and_exports_a_token_model(tmp_path):
     assert trainer.stage_index == 2
     checkpoint = load_checkpoint(trainer.export(progress=False))
     assert checkpoint.config["provenance"]["stages"] == ["tokenizer", "transformer"]
+    fidelity = checkpoint.config["metrics"]["fidelity"]
+    assert 0.0 < fidelity["tokenizer_psnr"] <= 60.0  # the tokenizer's round trip, beside the dream's PSNR
     model = build_world_model(checkpoint, device="cpu")
     state = model.init_state(
         torch.from_numpy(checkpoint.starts_frames[:2]), torch.from_numpy(checkpoint.starts_actions[:2])

@@ -27,6 +27,7 @@ real game.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -130,10 +131,6 @@ def action_response(
     }
 
 
-def _cycle_action(cycle: Sequence[int] | None, t: int, rng: np.random.Generator, n_actions: int) -> int:
-    return int(rng.integers(n_actions)) if cycle is None else int(cycle[t % len(cycle)])
-
-
 def parse_policies(specs: Sequence[str], action_names: Sequence[str]) -> dict[str, list[int] | None]:
     """``"random"`` or comma-separated action names (``"UP,UP,UP,DOWN"``) -> action cycles
     (``None`` for random)."""
@@ -152,12 +149,10 @@ def parse_policies(specs: Sequence[str], action_names: Sequence[str]) -> dict[st
 def _real_states(env: Any, k: int, states: int, every: int, rng: np.random.Generator, seed: int) -> list[tuple]:
     """``states`` points of a random real trajectory (:func:`_random_play`): (emulator snapshot,
     last ``k`` frames, the ``k - 1`` actions taken at the first of them, lives)."""
-    ale, found = env.unwrapped.ale, []
-    for frames, ctx_actions in _random_play(env, k, every, rng, seed):
-        found.append((ale.cloneState(), frames, ctx_actions, ale.lives()))
-        if len(found) == states:
-            return found
-    raise AssertionError("unreachable: random play never stops")
+    ale = env.unwrapped.ale
+    # each point is stored before the walk goes on, so the snapshot is of that point
+    return [(ale.cloneState(), frames, ctx_actions, ale.lives())
+            for frames, ctx_actions in islice(_random_play(env, k, every, rng, seed), states)]
 
 
 def _real_rewarded_steps(env: Any, snapshot: Any, lives: int, plan: np.ndarray) -> int:

@@ -94,6 +94,9 @@ def measure_fidelity(
             rewards[i, :n] = ep.rewards[t0 : t0 + n]
             ends[i, :n] = ep.terminated[t0 : t0 + n]
             valid[i, :n] = True
+        if tokenized:  # every window has a real first step (see _windows)
+            first = torch.from_numpy(real[:, 0]).to(device)
+            round_trip += psnr(model.decode(model.encode(first)), first).clamp(max=PSNR_CAP).tolist()
         state = model.init_state(
             torch.from_numpy(context).to(device), torch.from_numpy(context_actions).to(device)
         )
@@ -109,12 +112,9 @@ def measure_fidelity(
             end_pred.append(terminated.cpu().numpy()[ok].astype(np.int64))
             end_real.append(ends[ok, s - 1].astype(np.int64))
             alive &= ~ends[:, s - 1]
-            if s in sums or (s == 1 and tokenized):
+            if s in sums:
                 target = torch.from_numpy(real[:, s - 1]).to(device)
                 idx = torch.from_numpy(valid[:, s - 1]).to(device)
-            if s == 1 and tokenized and idx.any():  # the best a dream in these codes can do
-                round_trip += psnr(model.decode(model.encode(target[idx])), target[idx]).clamp(max=PSNR_CAP).tolist()
-            if s in sums:
                 if idx.any():
                     sums[s]["psnr"] += psnr(frames[idx], target[idx]).clamp(max=PSNR_CAP).tolist()
                     sums[s]["ssim"] += ssim(frames[idx], target[idx]).tolist()
