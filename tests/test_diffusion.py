@@ -63,7 +63,7 @@ def segments(b: int, model: DiffusionWorldModel, seed: int = 0, pad: int = 0) ->
 # ---- config ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["tiny", "small", "cpu-residual", "paper"])
+@pytest.mark.parametrize("name", ["tiny", "small", "cpu-residual", "cpu-dreamed", "paper"])
 def test_config_json_round_trip(name):
     cfg = DiffusionConfig.named(name)
     again = DiffusionConfig(**json.loads(json.dumps(dataclasses.asdict(cfg))))
@@ -284,6 +284,34 @@ def test_training_losses_decrease():
     end = evaluate()
     for key in ("denoising", "reward", "termination"):
         assert end[key] < 0.8 * start[key], (key, start[key], end[key])
+
+
+def test_dreamed_context_replaces_only_the_last_real_frames_before_a_target():
+    model = randomize(make_model(dreamed_context_frames=2, denoising_targets=3))
+    k, seq = model.context_frames, model.config.segment_length
+    batch = segments(64, model, seed=5)
+    batch.mask[32:, seq - 1] = False  # the frame just before the last target is padding in half the rows
+    frames = frames_to_float(batch.frames)
+    pos = torch.tensor([[k, seq - 1, seq]]).expand(64, 3)  # no room, room for 1, room for 2 dreamed frames
+    rows = torch.arange(64)[:, None]
+    real = frames[rows[..., None], pos[..., None] + torch.arange(-k, 0)]
+    torch.manual_seed(0)
+    dreamed = model._dream_context_ends(frames, batch.actions.long(), batch.mask, pos, real)
+    changed = (dreamed != real).flatten(3).any(dim=3)  # [B, n, K]: which context frames were dreamed
+    assert not changed[:, 0].any()  # the target right after the context start cannot have any
+    assert changed[:, 1, :-1].sum() == 0 and changed[:, 1, -1].any()
+    assert not changed[32:, 2].any()  # never where a frame to replace is padding
+    depth = changed[:32, 2].sum(dim=1)
+    assert set(depth.tolist()) == {0, 1, 2}  # 0 to dreamed_context_frames, drawn per target
+    assert torch.equal(changed[:32, 2, -1], depth > 0)  # always the last frames
+    losses = model.training_losses(batch)
+    assert torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+
+
+def test_dreamed_context_frames_must_fit_the_segment():
+    with pytest.raises(ValueError, match="dreamed_context_frames"):
+        DiffusionConfig(num_context_frames=4, segment_length=6, dreamed_context_frames=3)
 
 
 # ---- reward / termination model -------------------------------------------------------------------

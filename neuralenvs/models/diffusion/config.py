@@ -70,6 +70,10 @@ class DiffusionConfig:
     # training (read by the trainer; see ``DiffusionWorldModel.training_losses``)
     segment_length: int = 18  # transitions per segment: K - 1 burn-in + 15 (DIAMOND's dream horizon)
     denoising_targets: int = 1  # frames per segment the denoiser is trained to predict
+    # >0: each denoising target's context ends in 0 to this many frames that the model itself dreamed
+    # (no gradient through them) instead of the real ones, drawn uniformly per target, so the
+    # denoiser learns to go on from its own frames as it must in a dream (exposure bias)
+    dreamed_context_frames: int = 0
     rew_loss_weight: float = 1.0
     # every reward class weighs the same in the reward loss (best with the trainer's reward_fraction,
     # so the rare classes are in the batches at all); the trainer then corrects the dream-time
@@ -95,6 +99,12 @@ class DiffusionConfig:
             raise ValueError(f"segment_length must be >= num_context_frames ({k}) to train the denoiser")
         if not 1 <= self.denoising_targets <= self.segment_length - k + 1:
             raise ValueError("denoising_targets must be between 1 and segment_length - num_context_frames + 1")
+        d = self.dreamed_context_frames
+        if not 0 <= d <= min(k, self.segment_length - k):
+            raise ValueError(
+                f"dreamed_context_frames must be between 0 and min(num_context_frames, segment_length -"
+                f" num_context_frames) = {min(k, self.segment_length - k)}, got {d}"
+            )
 
     @classmethod
     def named(cls, name: str) -> DiffusionConfig:
@@ -177,3 +187,9 @@ PRESETS["cpu-residual"] = {
     "rew_balance_ends": True,
     "segment_length": 10,
 }
+
+# cpu-residual trained to go on from its own frames: the CrazyClimber cpu-residual dream moves the
+# climber as far as the game does when its context is real (teacher-forced), but after a few of its
+# own frames the climber stops (docs/transfer.md, section 5). Ending each training context in up to
+# two dreamed frames costs one extra no-gradient denoiser call per target on average.
+PRESETS["cpu-dreamed"] = {**PRESETS["cpu-residual"], "dreamed_context_frames": 2}

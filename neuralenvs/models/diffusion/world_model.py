@@ -189,8 +189,11 @@ class DiffusionWorldModel(WorldModel):
         pos = scores.topk(n, dim=1).indices + k  # [B, n]
         rows = torch.arange(b, device=device)[:, None]
         ctx_pos = pos[..., None] + torch.arange(-k, 0, device=device)  # [B, n, K]
+        context = frames[rows[..., None], ctx_pos]  # [B, n, K, C, H, W]
+        if self.config.dreamed_context_frames:
+            context = self._dream_context_ends(frames, actions, batch.mask, pos, context)
         denoising = self.denoiser.loss(
-            context=frames[rows[..., None], ctx_pos].flatten(0, 1),
+            context=context.flatten(0, 1),
             actions=actions[rows[..., None], ctx_pos].flatten(0, 1),
             target=frames[rows, pos].flatten(0, 1),
             weight=batch.mask[rows, pos].flatten(),
@@ -205,3 +208,37 @@ class DiffusionWorldModel(WorldModel):
             "denoising": denoising.detach(),
             **{name: v.detach() for name, v in rew_end.items()},
         }
+
+    @torch.no_grad()
+    def _dream_context_ends(
+        self, frames: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, context: torch.Tensor
+    ) -> torch.Tensor:
+        """``context[B, n, K]`` (the real frames before each target ``pos[B, n]``) with its last m
+        frames replaced by the model's own dream of them, m drawn uniformly from 0 to
+        ``dreamed_context_frames`` per target. The dream starts from the real frames before them and
+        uses the real actions, as a dream would; m is cut so that only real frames are replaced."""
+        cfg, k = self.config, self.context_frames
+        b, n = pos.shape
+        rows = torch.arange(b, device=pos.device)[:, None].expand(b, n)
+        depth = torch.randint(0, cfg.dreamed_context_frames + 1, (b, n), device=pos.device)
+        depth = torch.minimum(depth, pos - k)
+        for j in range(1, cfg.dreamed_context_frames + 1):  # stop at the first padded frame
+            padded = ~mask[rows, (pos - j).clamp(min=0)].bool()
+            depth = torch.where(padded & (depth >= j), torch.full_like(depth, j - 1), depth)
+        context = context.clone()
+        for m in range(1, cfg.dreamed_context_frames + 1):
+            bi, ni = (depth == m).nonzero(as_tuple=True)
+            if len(bi) == 0:
+                continue
+            first = pos[bi, ni] - m  # the first frame to dream
+            window = torch.arange(-k, 0, device=pos.device)
+            x = frames[bi[:, None], first[:, None] + window]  # [S, K, C, H, W]
+            for j in range(m):
+                step_actions = actions[bi[:, None], first[:, None] + j + window]
+                dreamed = sample_next_frame(
+                    self.denoiser, x, step_actions, num_steps=cfg.num_denoising_steps, method=cfg.sampler,
+                    sigma_min=cfg.sample_sigma_min, sigma_max=cfg.sample_sigma_max, rho=cfg.rho,
+                )
+                x = torch.cat([x[:, 1:], dreamed[:, None].to(x.dtype)], dim=1)
+            context[bi, ni] = x
+        return context
