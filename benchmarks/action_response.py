@@ -3,6 +3,8 @@
     python benchmarks/action_response.py runs/cc-sigma-1step/checkpoint --skip-response \
         --policies random DOWN UP UP,DOWN UP,UP,UP,DOWN NOOP --precision bf16 \
         --out benchmarks/results/policy_rewards_crazyclimber_1step.json
+    python benchmarks/action_response.py checkpoints/crazyclimber-diffusion --skip-response --policies \
+        --prefix UP,UP,UP,DOWN --repeats 1 2 5 --final DOWN --precision bf16
 
 Two measurements against the real game (``neuralenvs.bench.action_response``): the next frame of
 every action from the same real state, real against dreamed (the dream's action effect beside the
@@ -20,7 +22,7 @@ import time
 
 import torch
 
-from neuralenvs.bench.action_response import action_response, policy_rewards
+from neuralenvs.bench.action_response import action_response, policy_rewards, prefix_rewards
 from neuralenvs.bench.report import write_json
 from neuralenvs.registry import load_world_model_and_starts
 
@@ -34,6 +36,11 @@ def main() -> None:
     parser.add_argument("--reward-states", type=int, default=64, help="real states the policies are played from")
     parser.add_argument("--horizon", type=int, default=15,
                         help="steps each policy is played (the agent's dream length)")
+    parser.add_argument("--prefix", default=None,
+                        help="an action cycle (e.g. UP,UP,UP,DOWN) played --repeats times before --final: is "
+                             "--final rewarded after it, in the game and in the dream?")
+    parser.add_argument("--repeats", type=int, nargs="*", default=[1, 2, 5])
+    parser.add_argument("--final", default="DOWN")
     parser.add_argument("--skip-response", action="store_true", help="only the policy rewards")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--threads", type=int, default=1)
@@ -63,6 +70,14 @@ def main() -> None:
                   f"correlation across states {row['correlation_across_states']:.2f}")
         print(f"the dream ranks the policies as the game does: {rewards['order_agrees']}")
         result["policy_rewards"] = rewards
+    if args.prefix:
+        result["prefix_rewards"] = prefix = prefix_rewards(
+            model, game, args.prefix, args.repeats, args.final, states=args.reward_states, seed=args.seed,
+            precision=args.precision)
+        print(f"P({args.final} rewarded) after ({args.prefix}) x m, and mean |pixel change| per step on the way:")
+        for m, row in prefix["repeats"].items():
+            print(f"m={m:>3s} ({row['states']} states): real {row['real_rewarded']:.3f}, dream "
+                  f"{row['dream_rewarded']:.3f}; change real {row['real_change']:.2f}, dream {row['dream_change']:.2f}")
     result["seconds"] = time.perf_counter() - start
     if args.out:
         write_json(args.out, result)

@@ -92,3 +92,18 @@ def test_policy_rewards_plays_each_policy_from_the_same_real_states_in_both():
     # the real game is restored to each state before each policy: the same figures every time
     assert all(rows[n]["real_rewarded_per_step"] == again["policies"][n]["real_rewarded_per_step"] for n in rows)
     assert first["states"] == 6 and first["horizon"] == 5
+
+
+def test_prefix_rewards_scores_the_final_action_after_each_number_of_cycles():
+    from neuralenvs.bench.action_response import prefix_rewards
+
+    result = prefix_rewards(PaysForUp(), "Pong", "NOOP", [1, 3], "RIGHT", states=4, batch=3)
+    assert set(result["repeats"]) == {"1", "3"}
+    for row in result["repeats"].values():
+        assert row["dream_rewarded"] == 1.0  # the fake dream pays RIGHT, whatever came before
+        assert row["dream_change"] == 0.0  # and never moves
+        assert 0.0 <= row["real_rewarded"] <= 1.0 and row["states"] <= 4
+    never = prefix_rewards(PaysForUp(), "Pong", "RIGHT", [2], "NOOP", states=4, batch=3)
+    assert never["repeats"]["2"]["dream_rewarded"] == 0.0
+    with pytest.raises(ValueError, match="prefix must be"):
+        prefix_rewards(PaysForUp(), "Pong", "random", [1], "RIGHT", states=2)

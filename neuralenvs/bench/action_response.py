@@ -155,6 +155,13 @@ def _real_states(env: Any, k: int, states: int, every: int, rng: np.random.Gener
             for frames, ctx_actions in islice(_random_play(env, k, every, rng, seed), states)]
 
 
+def _dreams_at(model: WorldModel, points: Sequence[tuple]) -> Any:
+    """Dreams started on the context of each of :func:`_real_states`' ``points``."""
+    frames = torch.from_numpy(np.stack([p[1] for p in points])).to(model.device)
+    ctx_actions = torch.tensor([p[2] for p in points], dtype=torch.long, device=model.device)
+    return model.init_state(frames, ctx_actions.reshape(len(points), -1))
+
+
 def _real_rewarded_steps(env: Any, snapshot: Any, lives: int, plan: np.ndarray) -> int:
     """Rewarded steps of the action ``plan`` played from ``snapshot`` until a life is lost."""
     ale = env.unwrapped.ale
@@ -204,9 +211,7 @@ def policy_rewards(
         with dreaming(model, precision):
             for lo in range(0, states, batch):
                 chunk = points[lo:lo + batch]
-                frames = torch.from_numpy(np.stack([p[1] for p in chunk])).to(model.device)
-                ctx_actions = torch.tensor([p[2] for p in chunk], dtype=torch.long, device=model.device)
-                state = model.init_state(frames, ctx_actions.reshape(len(chunk), -1))
+                state = _dreams_at(model, chunk)
                 alive = torch.ones(len(chunk), dtype=torch.bool)
                 for t in range(horizon):
                     acts = torch.from_numpy(plans[lo:lo + len(chunk), t]).to(model.device)
@@ -228,3 +233,78 @@ def policy_rewards(
         "game": game, "horizon": horizon, "states": states, "sample_heads": sample_heads, "policies": rows,
         "order_agrees": order == sorted(rows, key=lambda n: rows[n]["dream_rewarded_per_step"]),
     }
+
+
+def _real_prefix_play(env: Any, snapshot: Any, lives: int, plan: Sequence[int]) -> tuple[bool, float, bool]:
+    """Play ``plan`` from ``snapshot``: (the last step was rewarded, mean absolute per-step pixel
+    change, a life was kept to the end)."""
+    ale = env.unwrapped.ale
+    ale.restoreState(snapshot)
+    change, rewarded, kept, previous = [], False, True, None
+    for t, action in enumerate(plan):
+        obs, reward, terminated, truncated, _ = env.step(int(action))
+        obs = np.asarray(obs, dtype=np.float32)
+        if previous is not None:
+            change.append(np.abs(obs - previous).mean())
+        previous = obs
+        if terminated or truncated or ale.lives() < lives:
+            kept = False
+            break
+        rewarded = t == len(plan) - 1 and reward != 0
+    ale.restoreState(snapshot)
+    return rewarded, float(np.mean(change)) if change else 0.0, kept
+
+
+def prefix_rewards(
+    model: WorldModel, game: str, prefix: str, repeats: Sequence[int], final: str, states: int = 64,
+    every: int = 7, seed: int = 0, precision: str = "fp32", batch: int = 64,
+) -> dict[str, Any]:
+    """Does the dream carry a multi-step cause to its reward? From the same real states, the action
+    cycle ``prefix`` is played ``m`` times (for each ``m`` in ``repeats``), then ``final``, in the real
+    game and in the dream (heads sampled). Per ``m``: the share of states where ``final`` is rewarded
+    (states where the game loses a life on the way are left out of both), and the mean absolute
+    per-step pixel change along the way (0-255 units), which shows whether the dream moves what the
+    game moves. A dream that pays ``final`` after one cycle but not after several has stopped
+    rendering what the cycle does."""
+    from neuralenvs.envs.atari import action_meanings, make_atari_env
+    from neuralenvs.envs.dream import dreaming
+
+    env = make_atari_env(game, train=True)
+    cycle = parse_policies([prefix], action_meanings(env))[prefix]
+    last_action = parse_policies([final], action_meanings(env))[final]
+    if cycle is None or last_action is None or len(last_action) != 1:
+        raise ValueError("prefix must be an action cycle and final one action, not 'random'")
+    points = _real_states(env, model.context_frames, states, every, np.random.default_rng(seed), seed)
+    generator = torch.Generator(device=model.device)
+    rows = {}
+    for m in repeats:
+        plan = cycle * m + last_action
+        real = [_real_prefix_play(env, p[0], p[3], plan) for p in points]
+        kept = np.array([r[2] for r in real])
+        dream_rewarded, dream_change = np.zeros(states, dtype=bool), np.zeros(states)
+        generator.manual_seed(seed)
+        with dreaming(model, precision):
+            for lo in range(0, states, batch):
+                chunk = points[lo:lo + batch]
+                state = _dreams_at(model, chunk)
+                previous, change = None, []
+                for t, action in enumerate(plan):
+                    acts = torch.full((len(chunk),), action, dtype=torch.long, device=model.device)
+                    result = model.step(state, acts, generator, sample_heads=True)
+                    state, obs = result.state, result.next_frames.float().cpu()
+                    if previous is not None:
+                        change.append((obs - previous).abs().flatten(1).mean(1))
+                    previous = obs
+                    if t == len(plan) - 1:
+                        dream_rewarded[lo:lo + len(chunk)] = (result.reward.cpu() != 0).numpy()
+                dream_change[lo:lo + len(chunk)] = torch.stack(change).mean(0).numpy() if change else 0.0
+        real_rewarded = np.array([r[0] for r in real])
+        rows[str(m)] = {
+            "states": int(kept.sum()),
+            "real_rewarded": float(real_rewarded[kept].mean()),
+            "dream_rewarded": float(dream_rewarded[kept].mean()),
+            "real_change": float(np.mean([r[1] for r, k in zip(real, kept, strict=True) if k])),
+            "dream_change": float(dream_change[kept].mean()),
+        }
+    env.close()
+    return {"game": game, "prefix": prefix, "final": final, "repeats": rows}
