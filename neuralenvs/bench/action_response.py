@@ -298,12 +298,12 @@ def prefix_rewards(
                     if t == len(plan) - 1:
                         dream_rewarded[lo:lo + len(chunk)] = (result.reward.cpu() != 0).numpy()
                 dream_change[lo:lo + len(chunk)] = torch.stack(change).mean(0).numpy() if change else 0.0
-        real_rewarded = np.array([r[0] for r in real])
+        real_rewarded, real_change = np.array([r[0] for r in real]), np.array([r[1] for r in real])
         rows[str(m)] = {
             "states": int(kept.sum()),
             "real_rewarded": float(real_rewarded[kept].mean()),
             "dream_rewarded": float(dream_rewarded[kept].mean()),
-            "real_change": float(np.mean([r[1] for r, k in zip(real, kept, strict=True) if k])),
+            "real_change": float(real_change[kept].mean()),
             "dream_change": float(dream_change[kept].mean()),
         }
     env.close()

@@ -91,17 +91,7 @@ class DiffusionWorldModel(WorldModel):
         actions = self.check_step_actions(actions, state.batch_size)
         cfg = self.config
         ctx_actions = torch.cat([state.actions, actions[:, None]], dim=1)  # taken at the K context frames
-        next_x = sample_next_frame(
-            self.denoiser,
-            state.frames,
-            ctx_actions,
-            num_steps=cfg.num_denoising_steps,
-            method=cfg.sampler,
-            sigma_min=cfg.sample_sigma_min,
-            sigma_max=cfg.sample_sigma_max,
-            rho=cfg.rho,
-            generator=generator,
-        )
+        next_x = self._dream_frame(state.frames, ctx_actions, generator)
         frames = float_to_frames(next_x)
         if cfg.requantize_frames:
             next_x = frames_to_float(frames).to(next_x.dtype)
@@ -115,6 +105,17 @@ class DiffusionWorldModel(WorldModel):
             c=c,
         )
         return StepResult(new_state, frames, reward, terminated)
+
+    def _dream_frame(
+        self, frames: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The next frame after ``frames[B, K]`` under ``actions[B, K]``, with the config's sampler
+        settings: how the model dreams, in a dream and in training on its own frames."""
+        cfg = self.config
+        return sample_next_frame(
+            self.denoiser, frames, actions, num_steps=cfg.num_denoising_steps, method=cfg.sampler,
+            sigma_min=cfg.sample_sigma_min, sigma_max=cfg.sample_sigma_max, rho=cfg.rho, generator=generator,
+        )
 
     @torch.no_grad()
     def reset_where(
@@ -226,19 +227,15 @@ class DiffusionWorldModel(WorldModel):
             padded = ~mask[rows, (pos - j).clamp(min=0)].bool()
             depth = torch.where(padded & (depth >= j), torch.full_like(depth, j - 1), depth)
         context = context.clone()
+        window = torch.arange(-k, 0, device=pos.device)
         for m in range(1, cfg.dreamed_context_frames + 1):
             bi, ni = (depth == m).nonzero(as_tuple=True)
             if len(bi) == 0:
                 continue
             first = pos[bi, ni] - m  # the first frame to dream
-            window = torch.arange(-k, 0, device=pos.device)
             x = frames[bi[:, None], first[:, None] + window]  # [S, K, C, H, W]
             for j in range(m):
-                step_actions = actions[bi[:, None], first[:, None] + j + window]
-                dreamed = sample_next_frame(
-                    self.denoiser, x, step_actions, num_steps=cfg.num_denoising_steps, method=cfg.sampler,
-                    sigma_min=cfg.sample_sigma_min, sigma_max=cfg.sample_sigma_max, rho=cfg.rho,
-                )
+                dreamed = self._dream_frame(x, actions[bi[:, None], first[:, None] + j + window])
                 x = torch.cat([x[:, 1:], dreamed[:, None].to(x.dtype)], dim=1)
             context[bi, ni] = x
         return context
