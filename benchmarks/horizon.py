@@ -28,7 +28,7 @@ from neuralenvs.bench.report import write_json
 from neuralenvs.data import EpisodeDataset
 from neuralenvs.measure.fidelity import measure_fidelity
 from neuralenvs.measure.horizon import LOOK_STEPS, long_rollouts, look_over_horizon
-from neuralenvs.registry import load_world_model, shipped_checkpoints
+from neuralenvs.registry import game_of, load_world_model, shipped_checkpoints
 from neuralenvs.utils.device import describe_hardware
 
 PSNR_STEPS = (1, 5, 15, 50, 100, 300)
@@ -117,7 +117,7 @@ def main() -> None:
     data = EpisodeDataset(args.data)
     game = str(data.meta.get("source", "")).removeprefix("atari:")
     episodes = list(range(data.num_episodes))[-(args.held_out or data.num_episodes):]
-    dreams = args.dreams or [i for i in sorted(shipped_checkpoints()) if i.split("/")[1].startswith(f"{game}-")]
+    dreams = args.dreams or [i for i in sorted(shipped_checkpoints()) if game_of(i) == game]
     if not dreams:
         parser.error(f"no shipped dream of {game!r}; name the checkpoints")
     out = Path(args.out or f"benchmarks/results/horizon_{game.lower()}.json")

@@ -32,7 +32,7 @@ import torch
 from neuralenvs.bench.report import write_json
 from neuralenvs.checkpoint import build_world_model, load_checkpoint
 from neuralenvs.data import EpisodeDataset
-from neuralenvs.measure.fidelity import one_step_heads
+from neuralenvs.measure.fidelity import dreamed_freeze_onsets, one_step_heads
 from neuralenvs.nn.reward_end import reward_to_class
 from neuralenvs.utils.device import describe_hardware, resolve_device
 from neuralenvs.world_model import frames_to_float
@@ -139,6 +139,12 @@ def main() -> None:
         print(f"episode ends: each shows the same {model.context_frames}-frame context as "
               f"{ambiguity['median_identical_contexts']:.0f} steps of its episode (median); a head that sees only "
               f"that context has precision <= {ambiguity['precision_bound_at_full_recall']:.2f} at full recall")
+    onsets = dreamed_freeze_onsets(model, data, episodes)
+    result["dreamed_freeze_onsets"] = onsets
+    if onsets["onsets"]:
+        print(f"freezes before a lost life: the dream draws the first frozen frame at "
+              f"{onsets['dream_nearer_the_frozen_frame']:.0%} of {onsets['onsets']} onsets (mean |change| "
+              f"{onsets['dreamed_change']:.2f} dreamed, {onsets['real_change']:.2f} real, 0-255)")
     if not hasattr(model, "reward_end"):
         print(f"{args.checkpoint}: no RewardEndModel, so no teacher-forced score (the diffusion family has one)")
         _write(result, args.out, start)

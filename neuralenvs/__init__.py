@@ -6,7 +6,7 @@ games), ``neuralenvs/Dream-v0`` (any checkpoint, ``checkpoint=PATH``) and one
 """
 
 from neuralenvs.envs.atari import ATARI100K_GAMES, make_atari_env
-from neuralenvs.registry import list_envs, load_world_model, register_all
+from neuralenvs.registry import game_of, list_envs, load_world_model, real_env_id, register_all
 
 __version__ = "0.1.0"
 
@@ -25,6 +25,8 @@ __all__ = [
     "ATARI100K_GAMES",
     "make_atari_env",
     "list_envs",
+    "game_of",
+    "real_env_id",
     "load_world_model",
     "save_checkpoint",
     "load_checkpoint",

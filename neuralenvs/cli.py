@@ -141,8 +141,7 @@ def cmd_bench_scores(args: argparse.Namespace) -> None:
 def cmd_play(args: argparse.Namespace) -> None:
     from neuralenvs.play import play
 
-    shown = {name: value for name, value in (("fps", args.fps), ("zoom", args.zoom)) if value is not None}
-    play(args.env_id, record=args.record, max_steps=args.steps, seed=args.seed, **shown)
+    play(args.env_id, fps=args.fps, zoom=args.zoom, record=args.record, max_steps=args.steps, seed=args.seed)
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -268,10 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fidelity_options(p)
     p.set_defaults(func=cmd_resample)
 
+    from neuralenvs.play import DEFAULT_FPS, DEFAULT_ZOOM
+
     p = sub.add_parser("play", help="play a dream (or the real game) with the keyboard; w/a/s/d move, space fires")
     p.add_argument("env_id", help="a registered id: neuralenvs/<Game>-<family>-v0, or neuralenvs/<Game>-real-v0")
-    p.add_argument("--fps", type=int, default=None, help="steps per second; one step is 4 emulator frames (default 15)")
-    p.add_argument("--zoom", type=float, default=None, help="frame scale in the window and the video (default 6)")
+    p.add_argument("--fps", type=int, default=DEFAULT_FPS,
+                   help="steps per second; one step is 4 emulator frames (default %(default)s)")
+    p.add_argument("--zoom", type=float, default=DEFAULT_ZOOM,
+                   help="frame scale in the window and the video (default %(default)s)")
     p.add_argument("--record", default=None, metavar="FILE.mp4", help="also write what was played to this video")
     p.add_argument("--steps", type=int, default=None, help="stop after this many steps (default: until Esc)")
     p.add_argument("--seed", type=int, default=None)

@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from neuralenvs.errors import NeuralEnvsError
-from neuralenvs.registry import real_env_id
+from neuralenvs.registry import game_of, real_env_id
 
 DEFAULT_FPS = 15  # 4 emulator frames a step: about a quarter of the arcade's speed, easy to follow
 DEFAULT_ZOOM = 6.0  # a 64x64 dream shown at 384x384
@@ -35,14 +35,6 @@ def has_display() -> bool:
     if sys.platform in ("darwin", "win32"):
         return True
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def game_of(env_id: str) -> str:
-    """``neuralenvs/Boxing-diffusion-v0`` -> ``Boxing``."""
-    name = env_id.split("/")[-1]
-    if "-" not in name:
-        raise NeuralEnvsError(f"{env_id!r} is not a neuralenvs id like 'neuralenvs/Boxing-diffusion-v0'")
-    return name.split("-")[0]
 
 
 def keys_to_action(env_id: str) -> dict[tuple[str, ...], int]:

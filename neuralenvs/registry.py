@@ -18,6 +18,7 @@ from pathlib import Path
 import gymnasium as gym
 
 from neuralenvs.envs.atari import ATARI100K_GAMES
+from neuralenvs.errors import NeuralEnvsError
 
 NAMESPACE = "neuralenvs"
 DREAM_ID = f"{NAMESPACE}/Dream-v0"
@@ -92,6 +93,14 @@ def real_env_id(game: str) -> str:
     from neuralenvs.envs.atari import check_game
 
     return f"{NAMESPACE}/{check_game(game)}-real-v0"
+
+
+def game_of(env_id: str) -> str:
+    """The game of a neuralenvs id: ``neuralenvs/Boxing-diffusion-v0`` -> ``Boxing``."""
+    name = env_id.split("/")[-1]
+    if "-" not in name:
+        raise NeuralEnvsError(f"{env_id!r} is not a neuralenvs id like 'neuralenvs/Boxing-diffusion-v0'")
+    return name.split("-")[0]
 
 
 def resolve_checkpoint(env_id_or_path: str | os.PathLike) -> Path:

@@ -179,3 +179,44 @@ def one_step_heads(
         "termination": _precision_recall(np.concatenate(end_pred), np.concatenate(end_real)),
         "episodes": list(map(int, episodes)),
     }
+
+
+def freeze_onset(frames: np.ndarray) -> int:
+    """The index of the first of the identical frames that end an episode (``len(frames) - 1`` when
+    its last two frames differ)."""
+    flat = frames.reshape(len(frames), -1)
+    onset = len(flat) - 1
+    while onset > 0 and np.array_equal(flat[onset - 1], flat[onset]):
+        onset -= 1
+    return onset
+
+
+@torch.no_grad()
+def dreamed_freeze_onsets(model: WorldModel, dataset: EpisodeDataset, episodes: list[int], seed: int = 0) -> dict:
+    """Does the dream draw the frame where a lost life's freeze begins? For each episode that ends
+    in at least ``k`` identical frames (CrazyClimber: the game freezes about 40 frames before a lost
+    life), one step is dreamed into the freeze's first frame from the real frames and actions
+    before it. A head that judges from the frames can only end a dream there if the dream draws it."""
+    model.eval()
+    k, device = model.context_frames, model.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    nearer, dream_change, real_change = [], [], []
+    for e in episodes:
+        episode = dataset.episode(e)
+        onset = freeze_onset(episode.frames)
+        if not episode.terminated[-1] or len(episode.frames) - onset < k or onset < k:
+            continue
+        t = onset - 1  # the last frame before the freeze
+        frames = torch.from_numpy(episode.frames[None, t - k + 1 : t + 1]).to(device)
+        actions = torch.from_numpy(episode.actions[None, t - k + 1 : t].astype(np.int64)).to(device)
+        state = model.init_state(frames, actions)
+        _, dreamed, _, _ = model.step(state, torch.tensor([int(episode.actions[t])], device=device), generator)
+        dreamed = dreamed[0].cpu().numpy().astype(np.float64)
+        before, frozen = episode.frames[t].astype(np.float64), episode.frames[onset].astype(np.float64)
+        nearer.append(np.abs(dreamed - frozen).mean() < np.abs(dreamed - before).mean())
+        dream_change.append(np.abs(dreamed - before).mean())
+        real_change.append(np.abs(frozen - before).mean())
+    if not nearer:
+        return {"onsets": 0}
+    return {"onsets": len(nearer), "dream_nearer_the_frozen_frame": float(np.mean(nearer)),
+            "dreamed_change": float(np.mean(dream_change)), "real_change": float(np.mean(real_change))}
