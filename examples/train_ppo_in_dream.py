@@ -1,6 +1,6 @@
 """Train a PPO agent entirely inside a dreamed Atari game, then play the real game with it.
 
-    python examples/train_ppo_in_dream.py                 # the shipped CrazyClimber dream, ~20 min on 2 CPU cores
+    python examples/train_ppo_in_dream.py                 # the shipped CrazyClimber dream, ~16 min on 2 CPU cores
     python examples/train_ppo_in_dream.py --steps 2000000 # far more on a GPU
 
 Steps: (1) load the dream, (2) train PPO in it (dreams of 15 steps started from real game states,
@@ -36,7 +36,7 @@ args = parser.parse_args()
 
 on_gpu = torch.cuda.is_available()
 # On 2 CPU cores 40k dreamed steps were not enough to beat random play in CrazyClimber (+0.8 s.e.),
-# 100k were (+9.8 and +4.6 s.e. over two seeds): docs/transfer.md, section 5.
+# 100k were (+9.8 and +4.6 s.e. over two seeds): docs/transfer.md, sections 5 and 6.
 steps = args.steps or (1_000_000 if on_gpu else 100_000)
 frame_stack, horizon = 4, 15
 game = neuralenvs.game_of(args.env_id)
