@@ -161,6 +161,20 @@ def test_round_trip_half_precision(toy, tmp_path: Path, dtype: str) -> None:
             assert torch.equal(restored, tensor), name  # integer buffers are never cast
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_new_metrics_leave_the_weights_file_byte_for_byte(toy, tmp_path: Path, dtype: str) -> None:
+    from neuralenvs.checkpoint import update_metrics
+
+    _save(toy, tmp_path / "ckpt", weights_dtype=dtype)
+    before = (tmp_path / "ckpt" / WEIGHTS_FILE).read_bytes()
+    for i in range(3):  # safetensors orders its header's metadata at random from one save to the next
+        update_metrics(tmp_path / "ckpt", note=i)
+        assert (tmp_path / "ckpt" / WEIGHTS_FILE).read_bytes() == before
+    assert load_checkpoint(tmp_path / "ckpt").config["metrics"]["note"] == 2
+    _, _, _ = _save(toy, tmp_path / "other", seed=1, same_weights_as=before)  # other tensors: written anew
+    assert (tmp_path / "other" / WEIGHTS_FILE).read_bytes() != before
+
+
 def test_custom_card_and_torch_starts(toy, tmp_path: Path) -> None:
     model = toy.make_toy_model()
     frames, actions = toy.make_starts(0, 3, 2, OBS, ACTIONS)

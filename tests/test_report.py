@@ -25,3 +25,31 @@ def test_score_gap_is_in_standard_errors_of_the_difference_and_keeps_its_sign() 
     assert gap == {"gap": 8.0, "gap_stderr": 5.0, "gap_over_stderr": 1.6}
     assert score_gap({"mean": 300.0, "stderr": 0.0}, {"mean": 600.0, "stderr": 0.0})["gap_over_stderr"] == -float("inf")
     assert score_gap({"mean": 1.0, "stderr": 0.0}, {"mean": 1.0, "stderr": 0.0})["gap_over_stderr"] == 0.0
+
+
+def _scores(mean: float, stderr: float, n: int = 30) -> dict:
+    return {"mean": mean, "stderr": stderr, "n_episodes": n}
+
+
+def test_transfer_record_sets_the_dream_agent_beside_the_real_agents_and_the_card_shows_it() -> None:
+    from neuralenvs.bench.transfer import compare_to_real_agents
+    from neuralenvs.checkpoint.card import make_model_card
+
+    utility = {"game": "Krull", "dream_steps": 200_000, "agent": _scores(2500.0, 30.0), "random": _scores(1500.0, 40.0)}
+    ceiling = {"game": "Krull", "random": _scores(1400.0, 100.0, 20), "milestones": [
+        {"agent_steps": 100_000, "agent": _scores(3400.0, 120.0, 20)},
+        {"agent_steps": 200_000, "agent": _scores(3600.0, 160.0, 20)},
+    ]}
+    record = compare_to_real_agents(utility, ceiling, real_steps=100_577, budget={"real_steps": 100_577})
+    assert record["dream_agent_vs_random"]["gap_over_stderr"] == 20.0  # 1000 / hypot(30, 40)
+    same_agent, same_real = record["same_agent_steps"], record["same_real_steps"]
+    assert same_agent["agent_steps"] == 200_000 and same_real["agent_steps"] == 100_000  # 100,577 is within 5% of 100k
+    assert same_agent["utility_ratio"] == 1000.0 / 2200.0  # each agent against its own random play
+    assert same_real["dream_agent_vs_real_agent"]["gap"] == -900.0
+    assert compare_to_real_agents({**utility, "dream_steps": 30_000}, ceiling, 100_577, {})["same_agent_steps"] is None
+
+    config = {"family": "diffusion", "game": "Krull", "obs_shape": [64, 64, 3], "metrics": {"transfer": record}}
+    card = make_model_card(config)
+    assert "Utility ratio (dream agent - random) / (real agent - random): 0.45" in card
+    assert "| real-game agent, as many real steps as built the dream (100000) | 3400.0 ± 120.0 | -900.0" in card
+    assert "transfer.game" not in card  # a table of its own, not flattened into the metric rows

@@ -71,7 +71,7 @@ def make_model_card(config: Mapping[str, Any], *, name: str | None = None) -> st
         "",
     ]
     lines += _measurement_tables(metrics)
-    flat = _flatten({k: v for k, v in metrics.items() if k not in ("fidelity", "utility")})
+    flat = _flatten({k: v for k, v in metrics.items() if k not in ("fidelity", "utility", "transfer")})
     if flat:
         lines += ["| metric | value |", "|---|---|"]
         lines += [f"| {cell(key)} | {cell(value)} |" for key, value in flat]
@@ -141,8 +141,42 @@ def _measurement_tables(metrics: Mapping[str, Any]) -> list[str]:
             f"| {utility.get('random_hns', float('nan')):.3f} |",
             "",
         ]
+    if isinstance(metrics.get("transfer"), Mapping):
+        lines += _transfer_table(metrics["transfer"])
     return lines
 
+
+def _transfer_table(record: Mapping[str, Any]) -> list[str]:
+    """Markdown lines of a transfer record (``neuralenvs.bench.transfer.compare_to_real_agents``)."""
+
+    def score(s: Mapping[str, Any]) -> str:
+        return f"{s['mean']:.1f} ± {s['stderr']:.1f}"
+
+    def gap(g: Mapping[str, Any]) -> str:
+        return f"{g['gap']:+.1f} ({g['gap_over_stderr']:+.1f})"
+
+    lines = [
+        f"Transfer ({record['game']}): the dream agent against random play and against the same agent "
+        "trained on the real game:",
+        "",
+        "| policy | real return (mean ± s.e.) | dream agent minus it (s.e.) |",
+        "|---|---|---|",
+        f"| trained in dream | {score(record['dream_agent'])} | |",
+        f"| random | {score(record['random'])} | {gap(record['dream_agent_vs_random'])} |",
+    ]
+    compared = {"same_agent_steps": "agent steps as in the dream", "same_real_steps": "real steps as built the dream"}
+    for key, what in compared.items():
+        row = record.get(key)
+        if row:
+            lines.append(f"| real-game agent, as many {what} ({row['agent_steps']}) | {score(row['real_agent'])} "
+                         f"| {gap(row['dream_agent_vs_real_agent'])} |")
+    same = record.get("same_agent_steps") or {}
+    if same.get("utility_ratio") is not None:
+        lines += ["", f"Utility ratio (dream agent - random) / (real agent - random): {same['utility_ratio']:.2f}"]
+    budget = record.get("budget") or {}
+    if budget:
+        lines += ["", "Whole budget: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in budget.items())]
+    return lines + [""]
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

@@ -55,6 +55,7 @@ def save_checkpoint(
     metrics: Mapping[str, Any] | None = None,
     card: str | None = None,
     weights_dtype: str = "float32",
+    same_weights_as: bytes | None = None,
 ) -> Path:
     """Write ``model`` and its start bank as a checkpoint folder at ``path``, atomically.
 
@@ -79,6 +80,9 @@ def save_checkpoint(
         card: the model card's Markdown; ``None`` generates one from the config.
         weights_dtype: ``"float32"`` (exact), ``"float16"`` or ``"bfloat16"`` (half the size;
             loading casts back to the model's dtype). Integer and bool buffers are kept as they are.
+        same_weights_as: the bytes of a weights file saved before; kept byte for byte when they hold
+            exactly the tensors that would be written (safetensors orders its metadata at random, so
+            re-saving a checkpoint's metrics would otherwise rewrite megabytes of unchanged weights).
 
     Returns:
         The checkpoint folder's path.
@@ -111,7 +115,7 @@ def save_checkpoint(
     frames, actions = _check_starts_argument(starts_frames, starts_actions, model)
     model_config = _model_config_dict(model)
 
-    weights_bytes = _serialize_weights(model, WEIGHTS_DTYPES[weights_dtype])
+    weights_bytes = _serialize_weights(model, WEIGHTS_DTYPES[weights_dtype], same_as=same_weights_as)
     starts_bytes = _serialize_starts(frames, actions)
 
     prov: dict[str, Any] = {
@@ -222,7 +226,7 @@ def _model_config_dict(model: WorldModel) -> dict[str, Any]:
 
 
 
-def _serialize_weights(model: WorldModel, dtype: torch.dtype) -> bytes:
+def _serialize_weights(model: WorldModel, dtype: torch.dtype, same_as: bytes | None = None) -> bytes:
     tensors: dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict().items():
         tensor = tensor.detach()
@@ -233,8 +237,14 @@ def _serialize_weights(model: WorldModel, dtype: torch.dtype) -> bytes:
         # A fresh contiguous CPU copy of each tensor: safetensors refuses tensors that share memory
         # (tied weights), and a GPU tensor must come to the host anyway.
         tensors[name] = tensor.to("cpu", copy=True).contiguous()
+    if same_as is not None and _same_tensors(safetensors.torch.load(same_as), tensors):
+        return same_as
     metadata = {"format": "pt", "neuralenvs_format_version": str(FORMAT_VERSION)}
     return safetensors.torch.save(tensors, metadata=metadata)
+
+
+def _same_tensors(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
 
 
 def _serialize_starts(frames: np.ndarray, actions: np.ndarray) -> bytes:
@@ -291,4 +301,5 @@ def _save_again(
         provenance=provenance,
         metrics=metrics,
         weights_dtype=config.get("weights_dtype", "float32"),
+        same_weights_as=(checkpoint.path / WEIGHTS_FILE).read_bytes(),
     )
