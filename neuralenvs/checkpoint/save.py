@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import safetensors.torch
 import torch
+from safetensors.torch import load as safetensors_from_bytes
 
 from neuralenvs.checkpoint.build import _context_frames, build_world_model
 from neuralenvs.checkpoint.card import make_model_card
@@ -237,7 +238,7 @@ def _serialize_weights(model: WorldModel, dtype: torch.dtype, same_as: bytes | N
         # A fresh contiguous CPU copy of each tensor: safetensors refuses tensors that share memory
         # (tied weights), and a GPU tensor must come to the host anyway.
         tensors[name] = tensor.to("cpu", copy=True).contiguous()
-    if same_as is not None and _same_tensors(safetensors.torch.load(same_as), tensors):
+    if same_as is not None and _same_tensors(safetensors_from_bytes(same_as), tensors):
         return same_as
     metadata = {"format": "pt", "neuralenvs_format_version": str(FORMAT_VERSION)}
     return safetensors.torch.save(tensors, metadata=metadata)
