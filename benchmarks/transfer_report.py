@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from neuralenvs.bench.report import write_json
 from neuralenvs.bench.transfer import compare_to_real_agents
@@ -33,10 +34,11 @@ def main() -> None:
 
     checkpoint = load_checkpoint(args.checkpoint)
     config = checkpoint.config
-    utility = json.loads(open(args.utility).read()) if args.utility else (config.get("metrics") or {}).get("utility")
+    stored = (config.get("metrics") or {}).get("utility")
+    utility = json.loads(Path(args.utility).read_text()) if args.utility else stored
     if not utility:
         raise SystemExit(f"{args.checkpoint} holds no utility measurement; pass --utility")
-    summary = json.loads(open(args.ceiling).read())
+    summary = json.loads(Path(args.ceiling).read_text())
     games = {g["game"]: g for g in summary["games"]}
     if utility["game"] not in games:
         raise SystemExit(f"{args.ceiling} has no real-game agent for {utility['game']}; run "

@@ -171,7 +171,7 @@ def test_new_metrics_leave_the_weights_file_byte_for_byte(toy, tmp_path: Path, d
         update_metrics(tmp_path / "ckpt", note=i)
         assert (tmp_path / "ckpt" / WEIGHTS_FILE).read_bytes() == before
     assert load_checkpoint(tmp_path / "ckpt").config["metrics"]["note"] == 2
-    _, _, _ = _save(toy, tmp_path / "other", seed=1, same_weights_as=before)  # other tensors: written anew
+    _save(toy, tmp_path / "other", seed=1, same_weights_as=before)  # other tensors: written anew
     assert (tmp_path / "other" / WEIGHTS_FILE).read_bytes() != before
 
 
