@@ -60,12 +60,21 @@ def episode_logits(
     return torch.cat(rewards).cpu(), torch.cat(ends).cpu()
 
 
-def score_ends(logits: torch.Tensor, terminated: np.ndarray) -> dict[str, float]:
-    """Precision and recall of the argmax "episode ended" decision."""
+def score_ends(logits: torch.Tensor, terminated: np.ndarray, window: int = 10) -> dict[str, float]:
+    """Precision and recall of the argmax "episode ended" decision, and what a dream that samples
+    the head would do along the same real transitions: how many ends it draws in all, on the real
+    end transitions, and within the ``window`` transitions that end each real life (an end drawn a
+    few steps early still ends the life where the game is about to)."""
     chosen, real = logits.argmax(-1).numpy() == 1, terminated.astype(bool)
     hits, predicted, actual = int((chosen & real).sum()), int(chosen.sum()), int(real.sum())
+    p_end = logits.softmax(-1)[:, 1].numpy()
+    near_end = np.zeros_like(real)
+    for t in np.flatnonzero(real):
+        near_end[max(0, t + 1 - window) : t + 1] = True
     return {"real": actual, "argmax_predicted": predicted, "argmax_hits": hits,
-            "precision": hits / predicted if predicted else math.nan, "recall": hits / actual if actual else math.nan}
+            "precision": hits / predicted if predicted else math.nan, "recall": hits / actual if actual else math.nan,
+            "sampled_expected": float(p_end.sum()), "sampled_expected_hits": float(p_end[real].sum()),
+            "window": window, "sampled_expected_in_window": float(p_end[near_end].sum())}
 
 
 def end_context_ambiguity(data: EpisodeDataset, episodes: list[int], k: int) -> dict[str, float]:
@@ -116,6 +125,9 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="the dataset the checkpoint was trained on")
     parser.add_argument("--held-out", type=int, default=5, help="its last episodes, never trained on")
     parser.add_argument("--dreamed", action="store_true", help="also score the head after one dreamed step")
+    parser.add_argument("--end-at-freeze-onset", action="store_true",
+                        help="score ends where a life's frozen screen begins, as a head trained with "
+                             "neuralenvs train --end-at-freeze-onset learns them")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="JSON file to write")
     args = parser.parse_args()
@@ -125,8 +137,11 @@ def main() -> None:
     data = EpisodeDataset(args.data)
     episodes = list(range(data.num_episodes - args.held_out, data.num_episodes))
     data.load(episodes)  # read each episode once
+    if args.end_at_freeze_onset:
+        data = data.ends_at_freeze_onsets()
     start = time.perf_counter()
-    result = {"checkpoint": args.checkpoint, "data": args.data, "episodes": episodes, "hardware": describe_hardware()}
+    result = {"checkpoint": args.checkpoint, "data": args.data, "episodes": episodes,
+              "ends_at_freeze_onsets": args.end_at_freeze_onset, "hardware": describe_hardware()}
     if args.dreamed or not hasattr(model, "reward_end"):
         heads = one_step_heads(model, data, episodes)
         result["one_dreamed_step"] = heads
@@ -163,7 +178,9 @@ def main() -> None:
     e = result["termination"]
     print(f"episode end: {e['real']} real; argmax finds {e['argmax_hits']} with "
           f"{e['argmax_predicted'] - e['argmax_hits']} false alarms (precision {e['precision']:.2f}, "
-          f"recall {e['recall']:.2f})")
+          f"recall {e['recall']:.2f}); sampling expects {e['sampled_expected']:.1f} ends, "
+          f"{e['sampled_expected_hits']:.2f} on real ones, {e['sampled_expected_in_window']:.2f} within "
+          f"{e['window']} steps of them")
     for sign, r in result["reward"].items():
         print(
             f"reward {sign}: {r['real']} real; argmax finds {r['argmax_hits']} with "

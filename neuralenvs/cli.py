@@ -53,7 +53,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         held_out_episodes=args.held_out, save_every_seconds=args.save_every, precision=args.precision,
         game=args.game, segment_length=args.segment_length, reward_fraction=args.reward_fraction,
-        end_fraction=args.end_fraction,
+        end_fraction=args.end_fraction, end_at_freeze_onset=args.end_at_freeze_onset,
         init_from=args.init_from, reinit=tuple(args.reinit), freeze=tuple(args.freeze),
         labelled_data=args.labelled, labelled_steps=args.labelled_steps,
     )
@@ -203,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of segments ending at a rewarded step (for games with rare rewards; e.g. 0.5)")
     p.add_argument("--end-fraction", type=float, default=0.0,
                    help="share of segments holding an episode end (diffusion with rew_balance_ends; e.g. 0.25)")
+    p.add_argument("--end-at-freeze-onset", action="store_true",
+                   help="a life that ends in a frozen screen ends where the freeze begins (CrazyClimber)")
     p.add_argument("--init-from", default=None, help="a checkpoint of the same family to fine-tune")
     p.add_argument("--reinit", nargs="*", default=[], help="with --init-from: submodules to start fresh (reward_end)")
     p.add_argument("--freeze", nargs="*", default=[], help="submodules whose weights stay as they are (denoiser)")

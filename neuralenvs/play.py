@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cv2
 import gymnasium as gym
 import numpy as np
 
@@ -75,6 +74,8 @@ class Recorder(gym.Wrapper):
         return result
 
     def write(self, path: str | os.PathLike[str], fps: int) -> Path:
+        import cv2  # here, not at the top: the CLI imports this module for its defaults
+
         if not self.frames:
             raise NeuralEnvsError("nothing was played, so there is nothing to record")
         path = Path(path)

@@ -265,6 +265,20 @@ def test_training_losses_are_finite_with_padding():
         losses["loss"].backward()
 
 
+def test_a_frozen_denoiser_skips_its_loss_and_the_heads_still_train():
+    model = make_model()
+    batch = segments(4, model, seed=1)
+    torch.manual_seed(0)
+    full = model.training_losses(batch)
+    model.denoiser.requires_grad_(False)
+    heads_only = model.training_losses(batch)
+    assert full["denoising"] > 0 and heads_only["denoising"] == 0
+    torch.testing.assert_close(heads_only["loss"], full["loss"] - full["denoising"])
+    heads_only["loss"].backward()
+    assert all(p.grad is None for p in model.denoiser.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.reward_end.parameters())
+
+
 def test_training_losses_decrease():
     model = make_model()
     batch = segments(4, model, seed=3, pad=1)

@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from toy_world_model import ToyWorldModel, make_toy
 
 from neuralenvs.data import EpisodeDataset
-from neuralenvs.data.episodes import Episode
-from neuralenvs.measure.fidelity import dreamed_freeze_onsets, freeze_onset, one_step_heads
+from neuralenvs.data.episodes import Episode, freeze_onset
+from neuralenvs.measure.fidelity import dreamed_freeze_onsets, one_step_heads
 from neuralenvs.world_model import StepResult
 
 
@@ -79,3 +80,50 @@ def test_freeze_onsets_find_where_the_last_identical_frames_begin_and_whether_th
     assert draws["real_change"] == 150.0  # from frame 5 (50) to the frozen 200
     misses = dreamed_freeze_onsets(DreamsConstant(50), data, [0])  # the dream repeats the frame before
     assert misses["dream_nearer_the_frozen_frame"] == 0.0 and misses["dreamed_change"] == 0.0
+
+
+def _reward_head_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "reward_head.py"
+    spec = importlib.util.spec_from_file_location("reward_head_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_score_ends_counts_argmax_decisions_and_what_a_sampling_dream_expects() -> None:
+    # two lives of 5 transitions, each ending on its last; p(end) 0.9 on the first end, 0.3 on the
+    # two steps before the second and 0.2 on its end, 0.1 on every other step
+    p_end = torch.tensor([0.1, 0.1, 0.1, 0.1, 0.9, 0.1, 0.1, 0.3, 0.3, 0.2])
+    logits = torch.stack([(1 - p_end).log(), p_end.log()], dim=1)
+    terminated = np.array([0, 0, 0, 0, 1, 0, 0, 0, 0, 1])
+    ends = _reward_head_script().score_ends(logits, terminated, window=3)
+    assert (ends["real"], ends["argmax_predicted"], ends["argmax_hits"]) == (2, 1, 1)
+    assert ends["precision"] == 1.0 and ends["recall"] == 0.5
+    assert ends["sampled_expected"] == pytest.approx(2.3)
+    assert ends["sampled_expected_hits"] == pytest.approx(1.1)
+    assert ends["sampled_expected_in_window"] == pytest.approx(0.1 + 0.1 + 0.9 + 0.3 + 0.3 + 0.2)
+
+
+def test_ends_at_freeze_onsets_end_each_frozen_life_where_its_freeze_begins(tmp_path: Path) -> None:
+    data = EpisodeDataset(tmp_path / "d", obs_shape=(4, 4, 3), num_actions=2)
+    frozen = np.zeros((10, 4, 4, 3), np.uint8)
+    frozen[:6] = np.arange(6)[:, None, None, None] * 10
+    frozen[6:] = 200  # frozen from frame 6: the life is decided by transition 5
+    moving = np.arange(10)[:, None, None, None] * np.ones((10, 4, 4, 3), np.uint8)
+    ended, cut_short = np.zeros(9, bool), np.zeros(9, bool)
+    ended[-1], cut_short[-1] = True, True
+    rewards = np.arange(9, dtype=np.float32)
+    data.append(Episode(frozen, np.arange(9) % 2, rewards, ended, np.zeros(9, bool)))
+    data.append(Episode(moving, np.zeros(9), rewards, ended, np.zeros(9, bool)))  # no freeze: kept
+    data.append(Episode(frozen, np.zeros(9), rewards, np.zeros(9, bool), cut_short))  # truncated: kept
+    view = data.ends_at_freeze_onsets()
+    first = view.episode(0)
+    assert len(first) == 6 and np.array_equal(first.frames, frozen[:7])
+    assert first.terminated.tolist() == [False] * 5 + [True]
+    assert np.array_equal(first.rewards, rewards[:6]) and np.array_equal(first.actions, np.arange(6) % 2)
+    assert len(view.episode(1)) == len(view.episode(2)) == 9
+    assert view.num_steps == 6 + 9 + 9 and data.num_steps == 27  # the dataset itself is untouched
+    segments = view.sample_segments(8, 3, np.random.default_rng(0), end_fraction=1.0)
+    assert segments.terminated.any(dim=1).all()  # the moved ends are what end_fraction samples

@@ -209,6 +209,29 @@ class EpisodeDataset:
             left -= len(ep)
         return view
 
+    def ends_at_freeze_onsets(self) -> EpisodeDataset:
+        """A read-only, in-memory view in which every episode that ends in a frozen screen ends
+        where the freeze begins instead: its frozen frames dropped, its last kept transition (the one
+        into the first frozen frame) marked terminated.
+
+        Some games hold the screen still for a while before they take a life (CrazyClimber: about
+        40 steps at frameskip 4). Nothing the agent does in those steps matters and no reward comes,
+        so for learning a policy the life is over when the freeze begins. A head that must find the
+        game's end step instead has to count identical frames, and a dream that never draws the
+        freeze never gets there (``docs/transfer.md``, section 6). Episodes whose last two frames
+        differ, or that are truncated, are kept as they are."""
+        view = _EpisodeView(self)
+        for i in range(self.num_episodes):
+            ep = self.episode(i)
+            onset = freeze_onset(ep.frames)
+            if ep.terminated[-1] and 1 <= onset < len(ep):
+                terminated = np.zeros(onset, bool)
+                terminated[-1] = True
+                ep = Episode(ep.frames[: onset + 1], ep.actions[:onset], ep.rewards[:onset], terminated,
+                             ep.truncated[:onset])
+            view._add(ep)
+        return view
+
     def split(self, num_test_episodes: int) -> tuple[list[int], list[int]]:
         """Train and held-out episode indices: the last ``num_test_episodes`` are held out."""
         n = self.num_episodes
@@ -320,6 +343,16 @@ class _EpisodeView(EpisodeDataset):
 
     def append(self, episode: Episode) -> int:
         raise TypeError("a view of a dataset's first steps is read-only; append to the dataset itself")
+
+
+def freeze_onset(frames: np.ndarray) -> int:
+    """The index of the first of the identical frames that end an episode (``len(frames) - 1`` when
+    its last two frames differ)."""
+    flat = frames.reshape(len(frames), -1)
+    onset = len(flat) - 1
+    while onset > 0 and np.array_equal(flat[onset - 1], flat[onset]):
+        onset -= 1
+    return onset
 
 
 def _npz_bytes(episode: Episode) -> bytes:

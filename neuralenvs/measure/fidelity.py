@@ -181,22 +181,14 @@ def one_step_heads(
     }
 
 
-def freeze_onset(frames: np.ndarray) -> int:
-    """The index of the first of the identical frames that end an episode (``len(frames) - 1`` when
-    its last two frames differ)."""
-    flat = frames.reshape(len(frames), -1)
-    onset = len(flat) - 1
-    while onset > 0 and np.array_equal(flat[onset - 1], flat[onset]):
-        onset -= 1
-    return onset
-
-
 @torch.no_grad()
 def dreamed_freeze_onsets(model: WorldModel, dataset: EpisodeDataset, episodes: list[int], seed: int = 0) -> dict:
     """Does the dream draw the frame where a lost life's freeze begins? For each episode that ends
     in at least ``k`` identical frames (CrazyClimber: the game freezes about 40 frames before a lost
     life), one step is dreamed into the freeze's first frame from the real frames and actions
     before it. A head that judges from the frames can only end a dream there if the dream draws it."""
+    from neuralenvs.data.episodes import freeze_onset  # TODO(session): top-level once the Krull run ends
+
     model.eval()
     k, device = model.context_frames, model.device
     generator = torch.Generator(device=device).manual_seed(seed)

@@ -59,6 +59,10 @@ class TrainConfig:
     # share of segments holding an episode end; needs a family that balances its termination loss
     # and corrects the end prior (diffusion with rew_balance_ends)
     end_fraction: float = 0.0
+    # a life that ends in a frozen screen ends where the freeze begins, so the termination head
+    # learns the step that decides the life instead of counting identical frames
+    # (``EpisodeDataset.ends_at_freeze_onsets``)
+    end_at_freeze_onset: bool = False
     init_from: str | None = None  # a checkpoint of the same family whose weights start the run
     reinit: tuple[str, ...] = ()  # with init_from: submodules (e.g. "reward_end") that start fresh instead
     freeze: tuple[str, ...] = ()  # submodules (e.g. "denoiser") whose weights training leaves as they are
@@ -77,6 +81,8 @@ class Trainer:
         self.out = Path(config.out)
         self.device = resolve_device(device)
         self.dataset = EpisodeDataset(config.data)
+        if config.end_at_freeze_onset:
+            self.dataset = self.dataset.ends_at_freeze_onsets()
         self.labelled, num_actions = self._labelled_data()
         for source in (self.dataset, self.labelled):
             if config.game is None and source is not None and str(source.meta.get("source", "")).startswith("atari:"):

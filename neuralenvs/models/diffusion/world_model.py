@@ -183,6 +183,17 @@ class DiffusionWorldModel(WorldModel):
         frames = frames_to_float(batch.frames).to(self.dtype)  # [B, L+1, C, H, W]
         actions = batch.actions.long()
 
+        rew_end = self.reward_end.losses(
+            frames, actions, batch.rewards, batch.terminated, batch.mask,
+            balance_rewards=self.config.rew_balance_classes, balance_ends=self.config.rew_balance_ends,
+        )
+        heads = self.config.rew_loss_weight * (rew_end["reward"] + rew_end["termination"])
+        rew_end = {name: v.detach() for name, v in rew_end.items()}
+        if not any(p.requires_grad for p in self.denoiser.parameters()):
+            # a frozen denoiser (training heads only) learns nothing from its loss, which is most
+            # of a step's cost
+            return {"loss": heads, "denoising": torch.zeros((), device=device), **rew_end}
+
         # pick targets: real frames first (mask + U(0,1) scores), then at random
         n = min(self.config.denoising_targets, seq_len - k + 1)
         real = batch.mask[:, k:]
@@ -199,16 +210,7 @@ class DiffusionWorldModel(WorldModel):
             target=frames[rows, pos].flatten(0, 1),
             weight=batch.mask[rows, pos].flatten(),
         )
-        rew_end = self.reward_end.losses(
-            frames, actions, batch.rewards, batch.terminated, batch.mask,
-            balance_rewards=self.config.rew_balance_classes, balance_ends=self.config.rew_balance_ends,
-        )
-        loss = denoising + self.config.rew_loss_weight * (rew_end["reward"] + rew_end["termination"])
-        return {
-            "loss": loss,
-            "denoising": denoising.detach(),
-            **{name: v.detach() for name, v in rew_end.items()},
-        }
+        return {"loss": denoising + heads, "denoising": denoising.detach(), **rew_end}
 
     @torch.no_grad()
     def _dream_context_ends(
