@@ -9,7 +9,8 @@ Reads the dream agent's real score (a ``neuralenvs utility`` JSON, or the checkp
 ``metrics.utility``) and the same PPO trained on the real game (``benchmarks/real_agent_ceiling.py``'s
 summary), and prints the utility ratio at equal agent steps, the comparison at equal real steps, and
 the whole budget: real steps, world-model steps, dreamed agent steps, wall-clock and hardware.
-``--update`` stores the record as the checkpoint's ``metrics.transfer`` and regenerates its card.
+``--update`` stores the record as the checkpoint's ``metrics.transfer`` (and a ``--utility`` result as its
+``metrics.utility``) and regenerates its card.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def main() -> None:
     parser.add_argument("--utility", help="a `neuralenvs utility --json` result (default: the checkpoint's)")
     parser.add_argument("--ceiling", default="benchmarks/results/real_agent_ceiling.json")
     parser.add_argument("--out", help="JSON to write")
-    parser.add_argument("--update", action="store_true", help="store it as the checkpoint's metrics.transfer")
+    parser.add_argument("--update", action="store_true",
+                        help="store it as the checkpoint's metrics.transfer (and --utility as metrics.utility)")
     args = parser.parse_args()
 
     checkpoint = load_checkpoint(args.checkpoint)
@@ -59,7 +61,7 @@ def main() -> None:
     if args.out:
         write_json(args.out, record)
     if args.update:
-        update_metrics(checkpoint.path, transfer=record)
+        update_metrics(checkpoint.path, transfer=record, **({"utility": utility} if args.utility else {}))
         print(f"updated {checkpoint.path}")
 
 
