@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from neuralenvs.data import EpisodeDataset
+from neuralenvs.data.episodes import freeze_onset
 from neuralenvs.measure.metrics import psnr, ssim
 from neuralenvs.nn.frame_tokens import FrameTokens
 from neuralenvs.world_model import WorldModel
@@ -187,8 +188,6 @@ def dreamed_freeze_onsets(model: WorldModel, dataset: EpisodeDataset, episodes: 
     in at least ``k`` identical frames (CrazyClimber: the game freezes about 40 frames before a lost
     life), one step is dreamed into the freeze's first frame from the real frames and actions
     before it. A head that judges from the frames can only end a dream there if the dream draws it."""
-    from neuralenvs.data.episodes import freeze_onset  # TODO(session): top-level once the Krull run ends
-
     model.eval()
     k, device = model.context_frames, model.device
     generator = torch.Generator(device=device).manual_seed(seed)
