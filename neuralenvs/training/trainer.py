@@ -59,9 +59,9 @@ class TrainConfig:
     # share of segments holding an episode end; needs a family that balances its termination loss
     # and corrects the end prior (diffusion with rew_balance_ends)
     end_fraction: float = 0.0
-    # a life that ends in a frozen screen ends where the freeze begins, so the termination head
-    # learns the step that decides the life instead of counting identical frames
-    # (``EpisodeDataset.ends_at_freeze_onsets``)
+    # a life that ends in a frozen screen ends where the freeze begins, so the termination head is
+    # asked for the step that decides the life instead of a count of identical frames
+    # (``EpisodeDataset.ends_at_freeze_onsets``; docs/transfer.md, section 9)
     end_at_freeze_onset: bool = False
     init_from: str | None = None  # a checkpoint of the same family whose weights start the run
     reinit: tuple[str, ...] = ()  # with init_from: submodules (e.g. "reward_end") that start fresh instead

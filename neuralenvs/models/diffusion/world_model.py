@@ -188,11 +188,11 @@ class DiffusionWorldModel(WorldModel):
             balance_rewards=self.config.rew_balance_classes, balance_ends=self.config.rew_balance_ends,
         )
         heads = self.config.rew_loss_weight * (rew_end["reward"] + rew_end["termination"])
-        rew_end = {name: v.detach() for name, v in rew_end.items()}
+        logged = {name: v.detach() for name, v in rew_end.items()}
         if not any(p.requires_grad for p in self.denoiser.parameters()):
             # a frozen denoiser (training heads only) learns nothing from its loss, which is most
             # of a step's cost
-            return {"loss": heads, "denoising": torch.zeros((), device=device), **rew_end}
+            return {"loss": heads, "denoising": torch.zeros((), device=device), **logged}
 
         # pick targets: real frames first (mask + U(0,1) scores), then at random
         n = min(self.config.denoising_targets, seq_len - k + 1)
@@ -210,7 +210,7 @@ class DiffusionWorldModel(WorldModel):
             target=frames[rows, pos].flatten(0, 1),
             weight=batch.mask[rows, pos].flatten(),
         )
-        return {"loss": denoising + heads, "denoising": denoising.detach(), **rew_end}
+        return {"loss": denoising + heads, "denoising": denoising.detach(), **logged}
 
     @torch.no_grad()
     def _dream_context_ends(
