@@ -22,9 +22,20 @@ import time
 
 import torch
 
-from neuralenvs.bench.action_response import action_response, policy_rewards, prefix_rewards
+from neuralenvs.bench.action_response import action_response, agent_rewards, policy_rewards, prefix_rewards
 from neuralenvs.bench.report import write_json
+from neuralenvs.envs.collect import load_sb3_agent
 from neuralenvs.registry import load_world_model_and_starts
+
+
+def _print_policy_rewards(summary: dict, states: int) -> None:
+    print(f"rewarded steps per step over {summary['horizon']} steps from the same {states} real states:")
+    for name, row in summary["policies"].items():
+        print(f"{name:>20s}: real {row['real_rewarded_per_step']:.3f} ± {row['real_se']:.3f}, "
+              f"dream {row['dream_rewarded_per_step']:.3f} ± {row['dream_se']:.3f}, "
+              f"correlation across states {row['correlation_across_states']:.2f}")
+    print(f"the dream ranks the policies as the game does: {summary['order_agrees']} (rank correlation "
+          f"{summary['rank_correlation']:.2f}); it over-pays a policy by at most {summary['largest_overpay']:.3f}")
 
 
 def main() -> None:
@@ -36,11 +47,19 @@ def main() -> None:
     parser.add_argument("--reward-states", type=int, default=64, help="real states the policies are played from")
     parser.add_argument("--horizon", type=int, default=15,
                         help="steps each policy is played (the agent's dream length)")
+    parser.add_argument("--shorter-horizons", type=int, nargs="*", default=[],
+                        help="also score the first N steps of the same plays, for each N: the longest dream "
+                             "that still ranks the policies as the game does is the one to train an agent in")
     parser.add_argument("--prefix", default=None,
                         help="an action cycle (e.g. UP,UP,UP,DOWN) played --repeats times before --final: is "
                              "--final rewarded after it, in the game and in the dream?")
     parser.add_argument("--repeats", type=int, nargs="*", default=[1, 2, 5])
     parser.add_argument("--final", default="DOWN")
+    parser.add_argument("--agent", default=None, metavar="ZIP",
+                        help="an SB3 agent (e.g. a utility run's agent.zip): its own play from the same real states, "
+                             "in the game and in the dream")
+    parser.add_argument("--agent-algo", default="ppo", help="SB3 algorithm of --agent")
+    parser.add_argument("--frame-stack", type=int, default=4, help="frames the agent sees")
     parser.add_argument("--skip-response", action="store_true", help="only the policy rewards")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--threads", type=int, default=1)
@@ -62,14 +81,18 @@ def main() -> None:
               f"{response['own_action_hit_rate']:.2f} (chance {response['chance_hit_rate']:.2f})")
     if args.policies:
         rewards = policy_rewards(model, game, args.policies, states=args.reward_states, horizon=args.horizon,
-                                 seed=args.seed, precision=args.precision)
-        print(f"rewarded steps per step over {args.horizon} steps from the same {args.reward_states} real states:")
-        for name, row in rewards["policies"].items():
-            print(f"{name:>20s}: real {row['real_rewarded_per_step']:.3f} ± {row['real_se']:.3f}, "
-                  f"dream {row['dream_rewarded_per_step']:.3f} ± {row['dream_se']:.3f}, "
-                  f"correlation across states {row['correlation_across_states']:.2f}")
-        print(f"the dream ranks the policies as the game does: {rewards['order_agrees']}")
+                                 seed=args.seed, precision=args.precision, shorter_horizons=args.shorter_horizons)
+        for summary in [*rewards.get("by_horizon", {}).values(), rewards]:
+            _print_policy_rewards(summary, args.reward_states)
         result["policy_rewards"] = rewards
+    if args.agent:
+        agent = load_sb3_agent(args.agent, args.agent_algo)
+        result["agent_rewards"] = row = agent_rewards(
+            model, game, lambda obs: agent.predict(obs, deterministic=False)[0], args.frame_stack,
+            states=args.reward_states, horizon=args.horizon, seed=args.seed, precision=args.precision)
+        print(f"the agent over {args.horizon} steps from the same {args.reward_states} real states: real "
+              f"{row['real_rewarded_per_step']:.3f} ± {row['real_se']:.3f}, dream {row['dream_rewarded_per_step']:.3f} "
+              f"± {row['dream_se']:.3f}, correlation across states {row['correlation_across_states']:.2f}")
     if args.prefix:
         result["prefix_rewards"] = prefix = prefix_rewards(
             model, game, args.prefix, args.repeats, args.final, states=args.reward_states, seed=args.seed,

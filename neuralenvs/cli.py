@@ -108,6 +108,7 @@ def cmd_utility(args: argparse.Namespace) -> None:
         args.checkpoint, algo=args.algo, steps=args.steps, n_envs=args.n_envs, horizon=args.horizon,
         frame_stack=args.frame_stack, episodes=args.episodes, seed=args.seed, device=args.device,
         sample_heads=not args.argmax_heads, run_dir=args.run, precision=args.precision,
+        starts_from=args.starts_from,
     )
     _write_json(result, args.json)
     if args.record:
@@ -232,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take the most likely reward/termination class instead of sampling it")
     p.add_argument("--run", default=None, metavar="DIR",
                    help="keep the agent here as it trains (agent.zip); re-running resumes it")
+    p.add_argument("--starts-from", default=None, metavar="DATA",
+                   help="start half the dreams in windows of this episode dataset, e.g. real play of an agent "
+                        "trained in the dream (neuralenvs collect --policy); its steps count as real steps")
     p.add_argument("--device", default=None)
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                    help="bf16: dream under bf16 autocast (faster with AMX and on GPUs); auto: bf16 where native")

@@ -94,6 +94,57 @@ def test_policy_rewards_plays_each_policy_from_the_same_real_states_in_both():
     assert first["states"] == 6 and first["horizon"] == 5
 
 
+class PaysOnlyTheFirstStep(PaysForUp):
+    """A dream that pays every policy on the first step of each dream and never again: right over one
+    step, wrong over many."""
+
+    def init_state(self, frames, actions):
+        self.t = 0
+        return frames
+
+    def step(self, state, actions, generator=None, sample_heads=False):
+        n, paid = len(actions), float(self.t == 0)
+        self.t += 1
+        return StepResult(state, state[:, -1], torch.full((n,), paid), torch.zeros(n, dtype=torch.bool))
+
+
+def test_shorter_horizons_score_the_first_steps_of_the_same_plays():
+    from neuralenvs.bench.action_response import policy_rewards
+
+    result = policy_rewards(PaysOnlyTheFirstStep(), "Pong", ["RIGHT", "NOOP"], states=4, horizon=4, batch=4,
+                            shorter_horizons=[1, 2])
+    assert result["horizon"] == 4 and set(result["by_horizon"]) == {"1", "2"}
+    for horizon, paid in [(1, 1.0), (2, 0.5)]:
+        rows = result["by_horizon"][str(horizon)]["policies"]
+        assert all(row["dream_rewarded_per_step"] == paid for row in rows.values())
+    assert result["policies"]["RIGHT"]["dream_rewarded_per_step"] == 0.25
+    # Pong pays nothing in a few steps, so the dream over-pays by what it pays
+    assert result["by_horizon"]["1"]["largest_overpay"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="shorter_horizons"):
+        policy_rewards(PaysOnlyTheFirstStep(), "Pong", ["RIGHT"], states=2, horizon=4, shorter_horizons=[5])
+
+
+def test_agent_rewards_plays_the_agent_on_each_sides_own_frames():
+    from neuralenvs.bench.action_response import agent_rewards
+
+    seen = []
+
+    def presses(action):
+        def act(obs):
+            seen.append(obs.shape)
+            return np.full(len(obs), action)
+        return act
+
+    paid = agent_rewards(PaysForUp(), "Pong", presses(2), frame_stack=2, states=3, horizon=4, batch=2)
+    assert paid["dream_rewarded_per_step"] == 1.0 and paid["states"] == 3 and paid["horizon"] == 4
+    assert {shape[1:] for shape in seen} == {(64, 64, 6)}  # two stacked RGB frames, game and dream alike
+    assert {shape[0] for shape in seen} == {1, 2}  # one game at a time, dreams in batches
+    unpaid = agent_rewards(PaysForUp(), "Pong", presses(0), frame_stack=2, states=3, horizon=4)
+    assert unpaid["dream_rewarded_per_step"] == 0
+    with pytest.raises(ValueError, match="frame_stack"):
+        agent_rewards(PaysForUp(), "Pong", presses(0), frame_stack=3, states=1, horizon=1)
+
+
 def test_prefix_rewards_scores_the_final_action_after_each_number_of_cycles():
     from neuralenvs.bench.action_response import prefix_rewards
 

@@ -86,3 +86,21 @@ def test_utility_trains_in_the_dream_and_plays_the_real_game(checkpoint_dir):
     assert result["game"] == "Boxing" and result["agent"]["n_episodes"] == result["random"]["n_episodes"] == 1
     assert result["agent"]["lengths"][0] > 100  # a real game of Boxing, played to the end
     assert {"agent_hns", "random_hns", "train_seconds"} <= set(result)
+
+
+def test_starts_from_a_dataset_adds_as_many_windows_of_its_episodes(tmp_path):
+    from neuralenvs.bench.utility import with_starts_from
+    from neuralenvs.data import Episode, EpisodeDataset
+    from neuralenvs.envs.starts import StartBank
+
+    rng = np.random.default_rng(0)
+    bank = StartBank(np.zeros((6, 3, 8, 8, 3), np.uint8), np.zeros((6, 2), np.int64))
+    data = EpisodeDataset(tmp_path / "own", obs_shape=(8, 8, 3), num_actions=4)
+    frames = np.full((11, 8, 8, 3), 200, np.uint8)
+    data.append(Episode(frames, rng.integers(1, 4, 10), np.zeros(10), [False] * 9 + [True], [False] * 10))
+    merged, info = with_starts_from(bank, str(tmp_path / "own"), num_actions=4, seed=0)
+    assert len(merged) == 12 and info == {"real_steps": 10, "episodes": 1, "windows": 6}
+    assert (merged.frames[:6] == 0).all() and (merged.frames[6:] == 200).all()  # half from the dataset
+    assert merged.actions[6:].min() >= 1
+    with pytest.raises(ValueError, match="4 actions"):
+        with_starts_from(bank, str(tmp_path / "own"), num_actions=18, seed=0)

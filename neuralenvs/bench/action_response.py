@@ -26,12 +26,13 @@ real game.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from neuralenvs.world_model import WorldModel
 
@@ -162,23 +163,51 @@ def _dreams_at(model: WorldModel, points: Sequence[tuple]) -> Any:
     return model.init_state(frames, ctx_actions.reshape(len(points), -1))
 
 
-def _real_rewarded_steps(env: Any, snapshot: Any, lives: int, plan: np.ndarray) -> int:
-    """Rewarded steps of the action ``plan`` played from ``snapshot`` until a life is lost."""
+def _real_rewarded_steps(env: Any, snapshot: Any, lives: int, plan: np.ndarray) -> np.ndarray:
+    """Which steps of the action ``plan``, played from ``snapshot``, are rewarded (0 or 1 each;
+    0 from a lost life on)."""
     ale = env.unwrapped.ale
     ale.restoreState(snapshot)
-    rewarded = 0
-    for action in plan:
+    rewarded = np.zeros(len(plan))
+    for t, action in enumerate(plan):
         _, reward, terminated, truncated, _ = env.step(int(action))
-        rewarded += int(reward != 0)
+        rewarded[t] = float(reward != 0)
         if terminated or truncated or ale.lives() < lives:
             break
     ale.restoreState(snapshot)
     return rewarded
 
 
+def _summarise(real: dict[str, np.ndarray], dream: dict[str, np.ndarray], horizon: int) -> dict[str, Any]:
+    """Rows of rewarded steps per step over the first ``horizon`` steps of each policy's play."""
+    rows: dict[str, Any] = {}
+    for name in real:
+        r, d = real[name][:, :horizon].sum(1), dream[name][:, :horizon].sum(1)
+        n, varied = len(r), r.std() > 0 and d.std() > 0
+        rows[name] = {
+            "real_rewarded_per_step": float(r.mean() / horizon),
+            "real_se": float(r.std(ddof=1) / np.sqrt(n) / horizon),
+            "dream_rewarded_per_step": float(d.mean() / horizon),
+            "dream_se": float(d.std(ddof=1) / np.sqrt(n) / horizon),
+            "correlation_across_states": float(np.corrcoef(r, d)[0, 1]) if varied else float("nan"),
+        }
+    real_means = np.array([row["real_rewarded_per_step"] for row in rows.values()])
+    dream_means = np.array([row["dream_rewarded_per_step"] for row in rows.values()])
+    order = sorted(rows, key=lambda n: rows[n]["real_rewarded_per_step"])
+    return {
+        "horizon": horizon, "policies": rows,
+        "order_agrees": order == sorted(rows, key=lambda n: rows[n]["dream_rewarded_per_step"]),
+        "rank_correlation": float(spearmanr(real_means, dream_means).statistic)
+        if real_means.std() > 0 and dream_means.std() > 0 else float("nan"),
+        # an agent is drawn to the policy the dream over-pays most
+        "largest_overpay": float(np.max(dream_means - real_means)),
+    }
+
+
 def policy_rewards(
     model: WorldModel, game: str, policies: Sequence[str], states: int = 64, horizon: int = 15,
     every: int = 7, seed: int = 0, precision: str = "fp32", sample_heads: bool = True, batch: int = 64,
+    shorter_horizons: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Rewarded steps of each scripted policy over ``horizon`` steps, played from the same real
     states in the real game (emulator restored) and in the dream (started on the same context,
@@ -188,25 +217,34 @@ def policy_rewards(
     Per policy: the mean rewarded steps per step in each and the correlation across states.
     A dream that pays a cycle the game does not (or fails to pay one the game does) teaches an
     agent something useless; ``order_agrees`` says whether the dream ranks the policies as the
-    game does."""
+    game does, ``rank_correlation`` how closely, and ``largest_overpay`` how much more than the game
+    the dream pays its most over-paid policy (rewarded steps per step).
+
+    ``shorter_horizons``: the same summary over the first steps of the same plays, under
+    ``by_horizon``. A dream that drifts pays right over a few steps and wrong over many, and an
+    agent should be trained in dreams no longer than those it ranks right."""
     from neuralenvs.envs.atari import action_meanings, make_atari_env
     from neuralenvs.envs.dream import dreaming
 
+    bad = [h for h in shorter_horizons if not 0 < h <= horizon]
+    if bad:
+        raise ValueError(f"shorter_horizons {bad} must lie in 1..horizon ({horizon})")
     env = make_atari_env(game, train=True)
     cycles = parse_policies(policies, action_meanings(env))
     rng = np.random.default_rng(seed)
     points = _real_states(env, model.context_frames, states, every, rng, seed)
     generator = torch.Generator(device=model.device)
-    rows: dict[str, Any] = {}
+    real: dict[str, np.ndarray] = {}
+    dream: dict[str, np.ndarray] = {}
     for name, cycle in cycles.items():
         if cycle is None:
             plans = rng.integers(env.action_space.n, size=(states, horizon))
         else:
             plans = np.tile(np.resize(np.asarray(cycle), horizon), (states, 1))
-        real = np.array([
+        real[name] = np.stack([
             _real_rewarded_steps(env, point[0], point[3], plan) for point, plan in zip(points, plans, strict=True)
         ])
-        dream = np.zeros(states)
+        dream[name] = np.zeros((states, horizon))
         generator.manual_seed(seed)
         with dreaming(model, precision):
             for lo in range(0, states, batch):
@@ -217,22 +255,72 @@ def policy_rewards(
                     acts = torch.from_numpy(plans[lo:lo + len(chunk), t]).to(model.device)
                     result = model.step(state, acts, generator, sample_heads=sample_heads)
                     state = result.state
-                    dream[lo:lo + len(chunk)] += ((result.reward.cpu() != 0) & alive).numpy()
+                    dream[name][lo:lo + len(chunk), t] = ((result.reward.cpu() != 0) & alive).numpy()
                     alive &= ~result.terminated.cpu()
-        corr = float(np.corrcoef(real, dream)[0, 1]) if real.std() > 0 and dream.std() > 0 else float("nan")
-        rows[name] = {
-            "real_rewarded_per_step": float(real.mean() / horizon),
-            "real_se": float(real.std(ddof=1) / np.sqrt(states) / horizon),
-            "dream_rewarded_per_step": float(dream.mean() / horizon),
-            "dream_se": float(dream.std(ddof=1) / np.sqrt(states) / horizon),
-            "correlation_across_states": corr,
-        }
     env.close()
-    order = sorted(rows, key=lambda n: rows[n]["real_rewarded_per_step"])
-    return {
-        "game": game, "horizon": horizon, "states": states, "sample_heads": sample_heads, "policies": rows,
-        "order_agrees": order == sorted(rows, key=lambda n: rows[n]["dream_rewarded_per_step"]),
-    }
+    summary = _summarise(real, dream, horizon)
+    result = {"game": game, "states": states, "sample_heads": sample_heads, **summary}
+    if shorter_horizons:
+        result["by_horizon"] = {str(h): _summarise(real, dream, h) for h in sorted(set(shorter_horizons))}
+    return result
+
+
+def agent_rewards(
+    model: WorldModel, game: str, act: Callable[[np.ndarray], np.ndarray], frame_stack: int, states: int = 64,
+    horizon: int = 15, every: int = 7, seed: int = 0, precision: str = "fp32", sample_heads: bool = True,
+    batch: int = 64,
+) -> dict[str, Any]:
+    """Rewarded steps per step of a trained agent playing in closed loop from the same real states
+    (those of :func:`policy_rewards`) in the real game and in the dream, beside random play from the
+    same states. ``act`` maps a batch of observations (uint8 ``[N, H, W, C * frame_stack]``, the
+    newest frame last) to one action each, e.g. an SB3 agent's ``predict``.
+
+    The agent sees the game's frames in the game and the dream's frames in the dream, so each side
+    plays its own actions. A dream-trained agent that the dream pays much more than the game has
+    learned the dream's errors; one that both pay alike, and no more than random play, has learned
+    little at all."""
+    from neuralenvs.envs.atari import make_atari_env
+    from neuralenvs.envs.dream import dreaming
+
+    if not 0 < frame_stack <= model.context_frames:
+        raise ValueError(f"frame_stack must lie in 1..{model.context_frames} (the dream's context), got {frame_stack}")
+    env = make_atari_env(game, train=True)
+    ale = env.unwrapped.ale
+    points = _real_states(env, model.context_frames, states, every, np.random.default_rng(seed), seed)
+    real = np.zeros((states, horizon))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for i, (snapshot, frames, _, lives) in enumerate(points):
+            ale.restoreState(snapshot)
+            recent = list(frames[-frame_stack:])
+            for t in range(horizon):
+                action = act(np.concatenate(recent[-frame_stack:], axis=-1)[None])[0]
+                obs, reward, terminated, truncated, _ = env.step(int(action))
+                real[i, t] = float(reward != 0)
+                if terminated or truncated or ale.lives() < lives:
+                    break
+                recent.append(obs)
+            ale.restoreState(snapshot)
+    env.close()
+    dream = np.zeros((states, horizon))
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    with torch.random.fork_rng(), dreaming(model, precision):
+        torch.manual_seed(seed)
+        for lo in range(0, states, batch):
+            chunk = points[lo:lo + batch]
+            state = _dreams_at(model, chunk)
+            recent = [np.stack([p[1][j] for p in chunk]) for j in range(-frame_stack, 0)]
+            alive = torch.ones(len(chunk), dtype=torch.bool)
+            for t in range(horizon):
+                actions = np.asarray(act(np.concatenate(recent[-frame_stack:], axis=-1)))
+                result = model.step(state, torch.from_numpy(actions).long().to(model.device), generator,
+                                    sample_heads=sample_heads)
+                state = result.state
+                dream[lo:lo + len(chunk), t] = ((result.reward.cpu() != 0) & alive).numpy()
+                alive &= ~result.terminated.cpu()
+                recent.append(result.next_frames.cpu().numpy())
+    return {"game": game, "states": states, "horizon": horizon, "sample_heads": sample_heads,
+            **_summarise({"agent": real}, {"agent": dream}, horizon)["policies"]["agent"]}
 
 
 def _real_prefix_play(env: Any, snapshot: Any, lives: int, plan: Sequence[int]) -> tuple[bool, float, bool]:

@@ -14,6 +14,9 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from neuralenvs.envs.atari import human_normalized_score
 
@@ -28,6 +31,24 @@ def score_gap(agent: dict[str, float], baseline: dict[str, float]) -> dict[str, 
     else:  # no spread at all (e.g. one episode each): any difference is infinitely many s.e., with its sign
         ratio = math.copysign(math.inf, diff) if diff else 0.0
     return {"gap": diff, "gap_stderr": stderr, "gap_over_stderr": ratio}
+
+
+def with_starts_from(bank: Any, path: str, num_actions: int, seed: int) -> tuple[Any, dict[str, int]]:
+    """``bank`` (a :class:`~neuralenvs.envs.starts.StartBank`) and as many windows again, cut from
+    the episodes of the dataset at ``path``, so that half the dreams start in states those episodes
+    reached. An agent trained only in dreams started from random play never learns what to do in
+    the states that it reaches itself; DIAMOND starts every dream in episodes its agent collected.
+    Also returns the dataset's size: its real steps count towards the dream's real-step budget."""
+    from neuralenvs.data import EpisodeDataset
+    from neuralenvs.envs.starts import StartBank
+
+    data = EpisodeDataset(path)
+    if data.num_actions != num_actions:
+        raise ValueError(f"{path} holds episodes of {data.num_actions} actions, the dream has {num_actions}")
+    own = StartBank.cut(((ep.frames, ep.actions) for ep in data), bank.context_frames, len(bank),
+                        np.random.default_rng(seed))
+    merged = StartBank(np.concatenate([bank.frames, own.frames]), np.concatenate([bank.actions, own.actions]))
+    return merged, {"real_steps": data.num_steps, "episodes": data.num_episodes, "windows": len(own)}
 
 
 def measure_utility(
@@ -45,9 +66,12 @@ def measure_utility(
     progress: bool = True,
     run_dir: str | None = None,
     precision: str = "fp32",
+    starts_from: str | None = None,
 ) -> dict:
     """Train ``algo`` for ``steps`` in the dream of ``checkpoint``, then score it and random play in
-    the real game. With ``run_dir``, the agent is saved there as it trains and a rerun resumes it."""
+    the real game. With ``run_dir``, the agent is saved there as it trains and a rerun resumes it.
+    With ``starts_from`` (an episode dataset), half the dreams start from windows of its episodes
+    (:func:`with_starts_from`)."""
     from neuralenvs.envs.dream import DreamVectorEnv
     from neuralenvs.registry import load_world_model_and_starts, real_env_id
     from neuralenvs.sb3 import evaluate, evaluate_random, make_sb3_env, saved_agent_steps, train_in_dream
@@ -56,6 +80,9 @@ def measure_utility(
     game = config.get("game")
     if not game:
         raise ValueError(f"{checkpoint} names no game, so there is no real game to evaluate on")
+    own_starts = None
+    if starts_from is not None:
+        starts, own_starts = with_starts_from(starts, starts_from, model.num_actions, seed)
     dream = DreamVectorEnv(
         model, starts, num_envs=n_envs, horizon=horizon, frame_stack=frame_stack, device=model.device,
         sample_heads=sample_heads, precision=precision,
@@ -86,6 +113,7 @@ def measure_utility(
         "frame_stack": frame_stack,
         "sample_heads": sample_heads,
         "precision": dream.precision,
+        "starts_from": None if starts_from is None else {"path": str(starts_from), **own_starts},
         "agent": trained,
         "random": random,
         "agent_vs_random": score_gap(trained, random),

@@ -11,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import gymnasium as gym
@@ -22,14 +23,19 @@ from neuralenvs.data.episodes import Episode, EpisodeDataset
 Policy = Callable[[np.ndarray], int]
 
 
-def load_sb3_policy(path: str | Path, algo: str = "ppo", deterministic: bool = False) -> Policy:
-    """A policy from a stable-baselines3 ``.zip`` (trained on the same observation layout)."""
+def load_sb3_agent(path: str | Path, algo: str = "ppo") -> Any:
+    """A stable-baselines3 agent from its ``.zip``, on the CPU."""
     import stable_baselines3 as sb3
 
     algos = {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN}
     if algo.lower() not in algos:
         raise ValueError(f"unknown SB3 algorithm {algo!r}; choose one of {sorted(algos)}")
-    agent = algos[algo.lower()].load(str(path), device="cpu")
+    return algos[algo.lower()].load(str(path), device="cpu")
+
+
+def load_sb3_policy(path: str | Path, algo: str = "ppo", deterministic: bool = False) -> Policy:
+    """A policy from a stable-baselines3 ``.zip`` (trained on the same observation layout)."""
+    agent = load_sb3_agent(path, algo)
 
     def act(obs: np.ndarray) -> int:
         action, _ = agent.predict(obs, deterministic=deterministic)
