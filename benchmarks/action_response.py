@@ -28,12 +28,16 @@ from neuralenvs.envs.collect import load_sb3_agent
 from neuralenvs.registry import load_world_model_and_starts
 
 
+def _row(row: dict) -> str:
+    return (f"real {row['real_rewarded_per_step']:.3f} ± {row['real_se']:.3f}, dream "
+            f"{row['dream_rewarded_per_step']:.3f} ± {row['dream_se']:.3f}, correlation across states "
+            f"{row['correlation_across_states']:.2f}")
+
+
 def _print_policy_rewards(summary: dict, states: int) -> None:
     print(f"rewarded steps per step over {summary['horizon']} steps from the same {states} real states:")
     for name, row in summary["policies"].items():
-        print(f"{name:>20s}: real {row['real_rewarded_per_step']:.3f} ± {row['real_se']:.3f}, "
-              f"dream {row['dream_rewarded_per_step']:.3f} ± {row['dream_se']:.3f}, "
-              f"correlation across states {row['correlation_across_states']:.2f}")
+        print(f"{name:>20s}: {_row(row)}")
     print(f"the dream ranks the policies as the game does: {summary['order_agrees']} (rank correlation "
           f"{summary['rank_correlation']:.2f}); it over-pays a policy by at most {summary['largest_overpay']:.3f}")
 
@@ -90,9 +94,7 @@ def main() -> None:
         result["agent_rewards"] = row = agent_rewards(
             model, game, lambda obs: agent.predict(obs, deterministic=False)[0], args.frame_stack,
             states=args.reward_states, horizon=args.horizon, seed=args.seed, precision=args.precision)
-        print(f"the agent over {args.horizon} steps from the same {args.reward_states} real states: real "
-              f"{row['real_rewarded_per_step']:.3f} ± {row['real_se']:.3f}, dream {row['dream_rewarded_per_step']:.3f} "
-              f"± {row['dream_se']:.3f}, correlation across states {row['correlation_across_states']:.2f}")
+        print(f"the agent over {args.horizon} steps from the same {args.reward_states} real states: {_row(row)}")
     if args.prefix:
         result["prefix_rewards"] = prefix = prefix_rewards(
             model, game, args.prefix, args.repeats, args.final, states=args.reward_states, seed=args.seed,
