@@ -22,6 +22,9 @@ actions) collects over an agent's dream length, played from the same real states
 trains in them). A dream that pays for a cycle that the real game does not pay for, or does not pay
 for one that it does, can be exploited by an agent, which then learns something useless in the
 real game.
+
+``agent_rewards``: the same for a trained agent, which plays its own actions on the game's frames in
+the game and on the dream's frames in the dream: has it learned the dream's errors?
 """
 
 from __future__ import annotations
