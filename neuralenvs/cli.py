@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--families", nargs="+", default=["diffusion"])
     p.add_argument("--budget", default="smoke", choices=["smoke", "cpu", "cpu-dreamed", "full"],
                    help="smoke: minutes on a CPU (CI); cpu: hours on a CPU; cpu-dreamed: the shipped "
-                        "CrazyClimber recipe, about 2 hours on 2 CPU cores; full: DIAMOND's schedule (GPU)")
+                        "CrazyClimber recipe, about 1.5 hours on 2 CPU cores; full: DIAMOND's schedule (GPU)")
     p.add_argument("--out", default="runs/atari100k", help="grid folder; re-running the command resumes every run")
     p.add_argument("--algo", default=None, help="SB3 agent: ppo (default), a2c, dqn")
     p.add_argument("--config", default=None, help="world-model config (default: the budget's)")
