@@ -104,3 +104,5 @@ def test_starts_from_a_dataset_adds_as_many_windows_of_its_episodes(tmp_path):
     assert merged.actions[6:].min() >= 1
     with pytest.raises(ValueError, match="4 actions"):
         with_starts_from(bank, str(tmp_path / "own"), num_actions=18, seed=0)
+    video_like = StartBank.from_dataset(data, 3, 4, rng, actions=False)  # NOOP between the frames
+    assert (video_like.actions == 0).all() and (video_like.frames == 200).all()

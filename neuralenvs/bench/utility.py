@@ -45,8 +45,7 @@ def with_starts_from(bank: Any, path: str, num_actions: int, seed: int) -> tuple
     data = EpisodeDataset(path)
     if data.num_actions != num_actions:
         raise ValueError(f"{path} holds episodes of {data.num_actions} actions, the dream has {num_actions}")
-    own = StartBank.cut(((ep.frames, ep.actions) for ep in data), bank.context_frames, len(bank),
-                        np.random.default_rng(seed))
+    own = StartBank.from_dataset(data, bank.context_frames, len(bank), np.random.default_rng(seed))
     merged = StartBank(np.concatenate([bank.frames, own.frames]), np.concatenate([bank.actions, own.actions]))
     return merged, {"real_steps": data.num_steps, "episodes": data.num_episodes, "windows": len(own)}
 

@@ -256,6 +256,25 @@ class StartBank:
             out_actions[j] = kept[e][1][t : t + k - 1]
         return cls(out_frames, out_actions)
 
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: Any,
+        context_frames: int,
+        n: int,
+        rng: np.random.Generator,
+        episodes: Iterable[int] | None = None,
+        actions: bool = True,
+    ) -> StartBank:
+        """``n`` windows :meth:`cut` from the episodes of an ``EpisodeDataset`` (all of them, or the
+        indices ``episodes``). ``actions=False`` puts NOOP (0) between the frames instead of the
+        dataset's actions, for data whose actions mean nothing to the model (video)."""
+        indices = range(dataset.num_episodes) if episodes is None else episodes
+        return cls.cut(
+            ((ep.frames, ep.actions if actions else np.zeros_like(ep.actions)) for ep in map(dataset.episode, indices)),
+            context_frames, n, rng,
+        )
+
     # ------------------------------------------------------------------------------------ I/O
     def save(self, path: PathLike) -> None:
         """Write ``frames`` and ``actions`` to a compressed ``.npz`` atomically (temporary file,

@@ -320,8 +320,8 @@ class ImaginationRun:
     def _start_bank(self):
         from neuralenvs.envs.starts import StartBank
 
-        episodes = ((ep.frames, ep.actions) for ep in map(self.dataset.episode, range(self.dataset.num_episodes)))
-        return StartBank.cut(episodes, self.trainer.model.context_frames, self.config.start_bank_size, self.rng)
+        return StartBank.from_dataset(self.dataset, self.trainer.model.context_frames, self.config.start_bank_size,
+                                      self.rng)
 
     def _make_agent(self) -> None:
         from neuralenvs.envs.dream import DreamVectorEnv

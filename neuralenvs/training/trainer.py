@@ -401,12 +401,9 @@ class Trainer:
 
         k = self.model.context_frames
         own_actions = self.dataset.labelled and self.dataset.num_actions == self.model.num_actions
-        bank = StartBank.cut(
-            (
-                (ep.frames, ep.actions if own_actions else np.zeros_like(ep.actions))
-                for ep in map(self.dataset.episode, self.train_episodes)
-            ),
-            k, self.config.start_bank_size, np.random.default_rng(self.config.seed),
+        bank = StartBank.from_dataset(
+            self.dataset, k, self.config.start_bank_size, np.random.default_rng(self.config.seed),
+            episodes=self.train_episodes, actions=own_actions,
         )
         if self.labelled is not None:
             action_meanings = self.labelled.action_meanings
