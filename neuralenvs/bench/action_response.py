@@ -274,9 +274,10 @@ def agent_rewards(
     batch: int = 64,
 ) -> dict[str, Any]:
     """Rewarded steps per step of a trained agent playing in closed loop from the same real states
-    (those of :func:`policy_rewards`) in the real game and in the dream, beside random play from the
-    same states. ``act`` maps a batch of observations (uint8 ``[N, H, W, C * frame_stack]``, the
-    newest frame last) to one action each, e.g. an SB3 agent's ``predict``.
+    (those of :func:`policy_rewards` with the same ``seed`` and ``every``, so its random row is the
+    baseline) in the real game and in the dream. ``act`` maps a batch of observations (uint8
+    ``[N, H, W, C * frame_stack]``, the newest frame last) to one action each, e.g. an SB3 agent's
+    ``predict``.
 
     The agent sees the game's frames in the game and the dream's frames in the dream, so each side
     plays its own actions. A dream-trained agent that the dream pays much more than the game has
