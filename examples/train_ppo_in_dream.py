@@ -36,8 +36,8 @@ args = parser.parse_args()
 
 on_gpu = torch.cuda.is_available()
 # On 2 CPU cores 100k dreamed steps beat random play in KungFuMaster (+8.7 and +9.2 s.e. over two
-# seeds) and in CrazyClimber (+9.8 and +4.6); 40k were not enough in CrazyClimber (+0.8 s.e.):
-# docs/transfer.md, sections 5, 6 and 12.
+# seeds) and in CrazyClimber (+9.8 and +4.6); 40k were not enough in CrazyClimber (+0.8 s.e.), and
+# 300k were worse in KungFuMaster (1,073 against 1,920 at 100k): docs/transfer.md, sections 5, 6, 12.
 steps = args.steps or (1_000_000 if on_gpu else 100_000)
 frame_stack, horizon = 4, 15
 game = neuralenvs.game_of(args.env_id)
