@@ -323,6 +323,39 @@ def test_dreamed_context_replaces_only_the_last_real_frames_before_a_target():
     losses["loss"].backward()
 
 
+def test_context_noise_reaches_the_denoiser_at_a_level_drawn_per_target(monkeypatch):
+    def contexts_seen(model: DiffusionWorldModel) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the context the denoiser was trained on, the real frames it stands for)."""
+        seen = {}
+        real_loss = model.denoiser.loss
+
+        def spy(context, actions, target, weight=None):
+            seen["context"] = context
+            return real_loss(context, actions, target, weight)
+
+        monkeypatch.setattr(model.denoiser, "loss", spy)
+        batch = segments(128, model, seed=7)
+        torch.manual_seed(0)
+        model.training_losses(batch)
+        # the targets are drawn at random: find each one's real context among the segment's windows
+        frames = frames_to_float(batch.frames)
+        k = model.context_frames
+        windows = frames.unfold(1, k, 1).permute(0, 1, 5, 2, 3, 4)  # [B, L+2-k, K, C, H, W]
+        ctx = seen["context"].unflatten(0, (128, -1))  # [B, n, K, C, H, W]
+        dist = (ctx[:, :, None] - windows[:, None]).abs().flatten(3).mean(dim=3)  # [B, n, windows]
+        real = windows[torch.arange(128)[:, None], dist.argmin(dim=2)]
+        return ctx, real
+
+    ctx, real = contexts_seen(make_model())
+    assert torch.equal(ctx, real)  # off by default
+    ctx, real = contexts_seen(make_model(context_noise_max=0.2))
+    inside = (real.abs() < 0.9).float()  # away from the clamp at +-1
+    noise = ((ctx - real) * inside).pow(2).flatten(3).sum(dim=3) / inside.flatten(3).sum(dim=3)  # [B, n, K]
+    std = noise.mean(dim=2).sqrt().flatten()  # one level per target, the same for its K frames
+    assert std.max() < 0.2 * 1.05 and std.min() < 0.03 and std.max() > 0.15
+    assert (noise.sqrt() - std.view(128, -1, 1)).abs().max() < 0.02
+
+
 def test_dreamed_context_frames_must_fit_the_segment():
     with pytest.raises(ValueError, match="dreamed_context_frames"):
         DiffusionConfig(num_context_frames=4, segment_length=6, dreamed_context_frames=3)

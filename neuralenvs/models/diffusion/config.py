@@ -74,6 +74,12 @@ class DiffusionConfig:
     # (no gradient through them) instead of the real ones, drawn uniformly per target, so the
     # denoiser learns to go on from its own frames as it must in a dream (exposure bias)
     dreamed_context_frames: int = 0
+    # >0: each denoising target's context frames get Gaussian noise of a std drawn uniformly from
+    # [0, context_noise_max] per target (GameNGen's context augmentation, without telling the
+    # network the level). With predict_residual the noisy last frame is also what the change is
+    # dreamed from, so the denoiser learns to take such noise back out rather than build on it,
+    # which is how a long dream's small errors otherwise pile up into noise
+    context_noise_max: float = 0.0
     rew_loss_weight: float = 1.0
     # every reward class weighs the same in the reward loss (best with the trainer's reward_fraction,
     # so the rare classes are in the batches at all); the trainer then corrects the dream-time
@@ -99,6 +105,8 @@ class DiffusionConfig:
             raise ValueError(f"segment_length must be >= num_context_frames ({k}) to train the denoiser")
         if not 1 <= self.denoising_targets <= self.segment_length - k + 1:
             raise ValueError("denoising_targets must be between 1 and segment_length - num_context_frames + 1")
+        if self.context_noise_max < 0:
+            raise ValueError(f"context_noise_max must be >= 0, got {self.context_noise_max}")
         d = self.dreamed_context_frames
         if not 0 <= d <= min(k, self.segment_length - k):
             raise ValueError(

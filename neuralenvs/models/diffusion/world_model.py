@@ -204,6 +204,9 @@ class DiffusionWorldModel(WorldModel):
         context = frames[rows[..., None], ctx_pos]  # [B, n, K, C, H, W]
         if self.config.dreamed_context_frames:
             context = self._dream_context_ends(frames, actions, batch.mask, pos, context)
+        if self.config.context_noise_max > 0:
+            std = torch.rand(b, n, 1, 1, 1, 1, device=device) * self.config.context_noise_max
+            context = (context + std * torch.randn_like(context)).clamp(-1, 1).to(context.dtype)
         denoising = self.denoiser.loss(
             context=context.flatten(0, 1),
             actions=actions[rows[..., None], ctx_pos].flatten(0, 1),
