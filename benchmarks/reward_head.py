@@ -33,31 +33,9 @@ from neuralenvs.bench.report import write_json
 from neuralenvs.checkpoint import build_world_model, load_checkpoint
 from neuralenvs.data import EpisodeDataset
 from neuralenvs.measure.fidelity import dreamed_freeze_onsets, one_step_heads
+from neuralenvs.measure.heads import REWARD_SIGNS, episode_logits
 from neuralenvs.nn.reward_end import reward_to_class
 from neuralenvs.utils.device import describe_hardware, resolve_device
-from neuralenvs.world_model import frames_to_float
-
-SIGNS = {0: "-1", 2: "+1"}
-
-
-@torch.no_grad()
-def episode_logits(
-    model: torch.nn.Module, frames: np.ndarray, actions: np.ndarray, chunk: int = 256
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Corrected reward logits [T, 3] and termination logits [T, 2] for one episode, the LSTM's
-    memory carried across chunks."""
-    head = model.reward_end
-    device = head.reward_head.weight.device
-    x = frames_to_float(torch.from_numpy(frames)).to(device)  # [T + 1, C, H, W]
-    a = torch.from_numpy(actions).long().to(device)
-    memory = head.initial_memory(1)
-    rewards, ends = [], []
-    for i in range(0, len(a), chunk):
-        j = min(i + chunk, len(a))
-        logits, end_logits, memory = head(x[None, i:j], a[None, i:j], x[None, i + 1 : j + 1], memory)
-        rewards.append(logits[0].float() + head.reward_logit_offset.float())
-        ends.append(end_logits[0].float() + head.end_logit_offset.float())
-    return torch.cat(rewards).cpu(), torch.cat(ends).cpu()
 
 
 def score_ends(logits: torch.Tensor, terminated: np.ndarray, window: int = 10) -> dict[str, float]:
@@ -104,7 +82,7 @@ def score(logits: torch.Tensor, rewards: np.ndarray) -> dict[str, dict[str, floa
     chosen = logits.argmax(-1).numpy()
     probs = logits.softmax(-1).numpy()
     result = {}
-    for cls, sign in SIGNS.items():
+    for cls, sign in REWARD_SIGNS.items():
         hits = int(((chosen == cls) & (real == cls)).sum())
         predicted, actual = int((chosen == cls).sum()), int((real == cls).sum())
         result[sign] = {
@@ -128,6 +106,8 @@ def main() -> None:
     parser.add_argument("--end-at-freeze-onset", action="store_true",
                         help="score ends where a life's frozen screen begins, as a head trained with "
                              "neuralenvs train --end-at-freeze-onset learns them")
+    parser.add_argument("--freeze-end-delay", type=int, default=0, metavar="N",
+                        help="with --end-at-freeze-onset: N steps into the freeze, as in training")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="JSON file to write")
     args = parser.parse_args()
@@ -138,10 +118,11 @@ def main() -> None:
     episodes = list(range(data.num_episodes - args.held_out, data.num_episodes))
     data.load(episodes)  # read each episode once
     if args.end_at_freeze_onset:
-        data = data.ends_at_freeze_onsets()
+        data = data.ends_at_freeze_onsets(args.freeze_end_delay)
     start = time.perf_counter()
     result = {"checkpoint": args.checkpoint, "data": args.data, "episodes": episodes,
-              "ends_at_freeze_onsets": args.end_at_freeze_onset, "hardware": describe_hardware()}
+              "ends_at_freeze_onsets": args.end_at_freeze_onset,
+              "freeze_end_delay": args.freeze_end_delay, "hardware": describe_hardware()}
     if args.dreamed or not hasattr(model, "reward_end"):
         heads = one_step_heads(model, data, episodes)
         result["one_dreamed_step"] = heads

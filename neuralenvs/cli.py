@@ -54,6 +54,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         held_out_episodes=args.held_out, save_every_seconds=args.save_every, precision=args.precision,
         game=args.game, segment_length=args.segment_length, reward_fraction=args.reward_fraction,
         end_fraction=args.end_fraction, end_at_freeze_onset=args.end_at_freeze_onset,
+        freeze_end_delay=args.freeze_end_delay,
         init_from=args.init_from, reinit=tuple(args.reinit), freeze=tuple(args.freeze),
         labelled_data=args.labelled, labelled_steps=args.labelled_steps,
     )
@@ -83,6 +84,21 @@ def _measure_fidelity(checkpoint: str, data: str, held_out: int, windows: int, s
         from neuralenvs.checkpoint import update_metrics
 
         update_metrics(checkpoint, fidelity=result)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    from neuralenvs.checkpoint import build_world_model, load_checkpoint, save_changed
+    from neuralenvs.data import EpisodeDataset
+    from neuralenvs.measure.heads import calibrate_reward_prior
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    model = build_world_model(checkpoint, device="cpu")
+    fitted = calibrate_reward_prior(model, EpisodeDataset(args.data))
+    out = save_changed(checkpoint, model, args.out, reward_prior_calibrated={"data": args.data, **fitted})
+    for sign, fit in fitted["signs"].items():
+        print(f"reward {sign}: {fit['real']} real in {fitted['transitions']} steps, the head paid "
+              f"{fit['expected_before']:.1f} in expectation; logit shift {fit['shift']:+.2f}")
+    print(f"wrote {out}")
 
 
 def cmd_resample(args: argparse.Namespace) -> None:
@@ -206,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of segments holding an episode end (diffusion with rew_balance_ends; e.g. 0.25)")
     p.add_argument("--end-at-freeze-onset", action="store_true",
                    help="a life that ends in a frozen screen ends where the freeze begins (CrazyClimber)")
+    p.add_argument("--freeze-end-delay", type=int, default=0, metavar="N",
+                   help="with --end-at-freeze-onset: the life ends N steps into the freeze, once a head that "
+                        "does not see the next frame has seen it (KungFuMaster: 2)")
     p.add_argument("--init-from", default=None, help="a checkpoint of the same family to fine-tune")
     p.add_argument("--reinit", nargs="*", default=[], help="with --init-from: submodules to start fresh (reward_end)")
     p.add_argument("--freeze", nargs="*", default=[], help="submodules whose weights stay as they are (denoiser)")
@@ -265,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="e.g. a published method's file from neuralenvs/bench/reference/")
     p.add_argument("--json", default=None)
     p.set_defaults(func=cmd_bench_scores)
+
+    p = sub.add_parser("calibrate", help="refit a checkpoint's reward prior on episodes it never trained on")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="episodes kept out of training (not the ones it will be scored on)")
+    p.add_argument("--out", required=True, help="the new checkpoint folder")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("resample", help="save a checkpoint again with other dream-time settings (sampler steps, ...)")
     p.add_argument("--checkpoint", required=True)

@@ -127,3 +127,47 @@ def test_ends_at_freeze_onsets_end_each_frozen_life_where_its_freeze_begins(tmp_
     assert view.num_steps == 6 + 9 + 9 and data.num_steps == 27  # the dataset itself is untouched
     segments = view.sample_segments(8, 3, np.random.default_rng(0), end_fraction=1.0)
     assert segments.terminated.any(dim=1).all()  # the moved ends are what end_fraction samples
+    later = data.ends_at_freeze_onsets(delay=2).episode(0)  # two frozen frames seen before the end
+    assert len(later) == 8 and np.array_equal(later.frames, frozen[:9])
+    assert later.terminated.tolist() == [False] * 7 + [True]
+    assert len(data.ends_at_freeze_onsets(delay=3).episode(0)) == 9  # at the game's own end: kept as it is
+
+
+def test_calibrate_makes_a_sampling_dream_pay_as_often_as_the_game_on_the_calibration_episodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from neuralenvs import cli
+    from neuralenvs.checkpoint import build_world_model, load_checkpoint, save_checkpoint
+    from neuralenvs.measure.heads import episode_logits
+    from neuralenvs.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("diffusion", "tiny", (16, 16, 3), 3)
+    save_checkpoint(tmp_path / "a", model=model, starts_frames=np.zeros((2, 2, 16, 16, 3), np.uint8),
+                    starts_actions=np.zeros((2, 1), np.int64), game=None, metrics={"fidelity": {"psnr": 1.0}})
+    data = EpisodeDataset(tmp_path / "d", obs_shape=(16, 16, 3), num_actions=3)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        rewards = np.zeros(40, np.float32)
+        rewards[rng.choice(40, 4, replace=False)] = 100.0  # 12 rewards of +1 in all, none of -1
+        frames = rng.integers(0, 256, (41, 16, 16, 3), dtype=np.uint8)
+        data.append(Episode(frames, rng.integers(0, 3, 40), rewards, np.zeros(40, bool), np.zeros(40, bool)))
+
+    def expected(checkpoint: Path) -> np.ndarray:
+        calibrated = build_world_model(load_checkpoint(checkpoint), device="cpu")
+        probs = [episode_logits(calibrated, ep.frames, ep.actions)[0].softmax(-1) for ep in data]
+        return torch.cat(probs).sum(dim=0).numpy()  # what a sampling dream pays per class
+
+    before = expected(tmp_path / "a")
+    assert abs(before[2] - 12) > 1  # an untrained head is far from the game's count
+    monkeypatch.setattr("sys.argv", ["neuralenvs", "calibrate", "--checkpoint", str(tmp_path / "a"),
+                                     "--data", str(tmp_path / "d"), "--out", str(tmp_path / "b")])
+    cli.main()
+    after = expected(tmp_path / "b")
+    assert after[2] == pytest.approx(12, abs=1e-2)
+    offsets = [load_checkpoint(tmp_path / c).weights["reward_end.reward_logit_offset"] for c in "ab"]
+    assert offsets[1][0] == offsets[0][0] and offsets[1][1] == offsets[0][1]  # only +1's prior moved
+    saved = load_checkpoint(tmp_path / "b").config
+    fit = saved["provenance"]["reward_prior_calibrated"]
+    assert fit["signs"]["+1"]["real"] == 12 and fit["signs"]["-1"]["shift"] == 0.0
+    assert "fidelity" not in saved["metrics"]  # measured on the old model: dropped

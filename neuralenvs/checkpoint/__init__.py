@@ -57,7 +57,7 @@ from neuralenvs.checkpoint.format import (
     file_digest,
 )
 from neuralenvs.checkpoint.load import load_checkpoint
-from neuralenvs.checkpoint.save import resample, save_checkpoint, update_metrics
+from neuralenvs.checkpoint.save import resample, save_changed, save_checkpoint, update_metrics
 from neuralenvs.utils.device import describe_hardware, resolve_device
 
 __all__ = [
@@ -76,6 +76,7 @@ __all__ = [
     "file_digest",
     "load_checkpoint",
     "resample",
+    "save_changed",
     "make_model_card",
     "resolve_device",
     "save_checkpoint",

@@ -279,9 +279,18 @@ def resample(path: str | os.PathLike[str], out: str | os.PathLike[str], **settin
                          f"dream-time settings are {list(allowed) or 'none'}")
     before = {name: getattr(model.config, name) for name in settings}
     model.config = dataclasses.replace(model.config, **settings)
+    return save_changed(checkpoint, model, out, resampled={"before": before, "after": settings})
+
+
+def save_changed(checkpoint: Checkpoint, model: WorldModel, out: str | os.PathLike[str], **change: Any) -> Path:
+    """Save ``model``, built from ``checkpoint`` and changed since, at ``out``: the same start bank,
+    game and actions, the provenance with ``change`` added (each key with ``"from"``: the old
+    checkpoint's path), and the metrics dropped, since they were measured on the old model (the
+    free-text ``notes`` stay)."""
     config = checkpoint.config
     provenance = dict(config.get("provenance") or {})
-    provenance["resampled"] = {"from": str(checkpoint.path), "before": before, "after": settings}
+    for key, value in change.items():
+        provenance[key] = {"from": str(checkpoint.path), **value}
     notes = {k: v for k, v in (config.get("metrics") or {}).items() if k == "notes"}
     return _save_again(checkpoint, model, out, provenance=provenance, metrics=notes)
 

@@ -209,10 +209,12 @@ class EpisodeDataset:
             left -= len(ep)
         return view
 
-    def ends_at_freeze_onsets(self) -> EpisodeDataset:
+    def ends_at_freeze_onsets(self, delay: int = 0) -> EpisodeDataset:
         """A read-only, in-memory view in which every episode that ends in a frozen screen ends
         where the freeze begins instead: its frozen frames dropped, its last kept transition (the one
-        into the first frozen frame) marked terminated.
+        into the first frozen frame) marked terminated. With ``delay`` d the life ends d transitions
+        later, inside the freeze: a head that judges a step from the frames before it (not the next
+        one) has then seen d frozen frames, the first of them showing how the life was lost.
 
         Some games hold the screen still for a while before they take a life (CrazyClimber: about
         40 steps at frameskip 4). Nothing the agent does in those steps matters and no reward comes,
@@ -220,15 +222,16 @@ class EpisodeDataset:
         game's end step instead has to count identical frames, and a dream that never draws the
         freeze never gets there (``docs/transfer.md``, section 6). Episodes whose last two frames
         differ, or that are truncated, are kept as they are."""
+        if delay < 0:
+            raise ValueError(f"delay must be >= 0, got {delay}")
         view = _EpisodeView(self)
         for i in range(self.num_episodes):
             ep = self.episode(i)
-            onset = freeze_onset(ep.frames)
-            if ep.terminated[-1] and 1 <= onset < len(ep):
-                terminated = np.zeros(onset, bool)
+            end = freeze_onset(ep.frames) + delay  # transitions kept
+            if ep.terminated[-1] and 1 <= end - delay and end < len(ep):
+                terminated = np.zeros(end, bool)
                 terminated[-1] = True
-                ep = Episode(ep.frames[: onset + 1], ep.actions[:onset], ep.rewards[:onset], terminated,
-                             ep.truncated[:onset])
+                ep = Episode(ep.frames[: end + 1], ep.actions[:end], ep.rewards[:end], terminated, ep.truncated[:end])
             view._add(ep)
         return view
 

@@ -63,6 +63,7 @@ class TrainConfig:
     # asked for the step that decides the life instead of a count of identical frames
     # (``EpisodeDataset.ends_at_freeze_onsets``; docs/transfer.md, section 9)
     end_at_freeze_onset: bool = False
+    freeze_end_delay: int = 0  # with end_at_freeze_onset: the life ends this many steps into the freeze
     init_from: str | None = None  # a checkpoint of the same family whose weights start the run
     reinit: tuple[str, ...] = ()  # with init_from: submodules (e.g. "reward_end") that start fresh instead
     freeze: tuple[str, ...] = ()  # submodules (e.g. "denoiser") whose weights training leaves as they are
@@ -82,7 +83,7 @@ class Trainer:
         self.device = resolve_device(device)
         self.dataset = EpisodeDataset(config.data)
         if config.end_at_freeze_onset:
-            self.dataset = self.dataset.ends_at_freeze_onsets()
+            self.dataset = self.dataset.ends_at_freeze_onsets(config.freeze_end_delay)
         self.labelled, num_actions = self._labelled_data()
         for source in (self.dataset, self.labelled):
             if config.game is None and source is not None and str(source.meta.get("source", "")).startswith("atari:"):
