@@ -93,8 +93,14 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 
     checkpoint = load_checkpoint(args.checkpoint)
     model = build_world_model(checkpoint, device="cpu")
-    fitted = calibrate_reward_prior(model, EpisodeDataset(args.data))
-    out = save_changed(checkpoint, model, args.out, reward_prior_calibrated={"data": args.data, **fitted})
+    data = EpisodeDataset(args.data)
+    args.held_out = data.num_episodes if args.held_out is None else args.held_out
+    if not 0 < args.held_out <= data.num_episodes:
+        raise SystemExit(f"--held-out must be between 1 and the {data.num_episodes} episodes of {args.data}")
+    episodes = list(range(data.num_episodes - args.held_out, data.num_episodes))
+    fitted = calibrate_reward_prior(model, data, episodes)
+    out = save_changed(checkpoint, model, args.out,
+                       reward_prior_calibrated={"data": args.data, "first_episode": episodes[0], **fitted})
     for sign, fit in fitted["signs"].items():
         print(f"reward {sign}: {fit['real']} real in {fitted['transitions']} steps, the head paid "
               f"{fit['expected_before']:.1f} in expectation; logit shift {fit['shift']:+.2f}")
@@ -288,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="refit a checkpoint's reward prior on episodes it never trained on")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True, help="episodes kept out of training (not the ones it will be scored on)")
+    p.add_argument("--held-out", type=int, default=None,
+                   help="use only the last N episodes, those `neuralenvs train --held-out N` kept out (default: all)")
     p.add_argument("--out", required=True, help="the new checkpoint folder")
     p.set_defaults(func=cmd_calibrate)
 
