@@ -171,3 +171,8 @@ def test_calibrate_makes_a_sampling_dream_pay_as_often_as_the_game_on_the_calibr
     fit = saved["provenance"]["reward_prior_calibrated"]
     assert fit["signs"]["+1"]["real"] == 12 and fit["signs"]["-1"]["shift"] == 0.0
     assert "fidelity" not in saved["metrics"]  # measured on the old model: dropped
+    monkeypatch.setattr("sys.argv", ["neuralenvs", "calibrate", "--checkpoint", str(tmp_path / "a"), "--data",
+                                     str(tmp_path / "d"), "--held-out", "2", "--out", str(tmp_path / "c")])
+    cli.main()
+    fit = load_checkpoint(tmp_path / "c").config["provenance"]["reward_prior_calibrated"]
+    assert fit["first_episode"] == 1 and fit["signs"]["+1"]["real"] == 8  # the last two episodes only
