@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from neuralenvs.bench.report import write_json
-from neuralenvs.bench.transfer import compare_to_real_agents
+from neuralenvs.bench.transfer import compare_to_real_agents, dream_budget
 from neuralenvs.checkpoint import load_checkpoint, update_metrics
 
 
@@ -45,18 +45,14 @@ def main() -> None:
     if utility["game"] not in games:
         raise SystemExit(f"{args.ceiling} has no real-game agent for {utility['game']}; run "
                          f"benchmarks/real_agent_ceiling.py --games {utility['game']}")
-    prov = config.get("provenance") or {}
     budget = {
-        "real_steps": prov.get("real_steps"),
-        "world_model_steps": prov.get("training_steps"),
-        "world_model_seconds": prov.get("wall_clock_seconds"),
-        "world_model_hardware": prov.get("hardware"),
+        **dream_budget(config.get("provenance") or {}),
         "dreamed_agent_steps": utility["dream_steps"],
         "agent_seconds": round(utility["train_seconds"], 1),
         "loop_transitions_per_second": round(utility["loop_transitions_per_second"], 1),
         "agent_hardware": (utility.get("run") or {}).get("hardware", utility.get("device")),
     }
-    record = compare_to_real_agents(utility, games[utility["game"]], prov.get("real_steps") or 0, budget)
+    record = compare_to_real_agents(utility, games[utility["game"]], budget["real_steps"], budget)
     print(json.dumps(record, indent=1))
     if args.out:
         write_json(args.out, record)

@@ -53,3 +53,15 @@ def test_transfer_record_sets_the_dream_agent_beside_the_real_agents_and_the_car
     assert "Utility ratio (dream agent - random) / (real agent - random): 0.45" in card
     assert "| real-game agent, as many real steps as built the dream (100000) | 3400.0 ± 120.0 | -900.0" in card
     assert "transfer.game" not in card  # a table of its own, not flattened into the metric rows
+
+
+def test_a_fine_tuned_and_calibrated_dream_counts_every_run_and_every_real_step_it_took() -> None:
+    from neuralenvs.bench.transfer import dream_budget
+
+    base = {"real_steps": 74_716, "training_steps": 4000, "wall_clock_seconds": 2000.0, "hardware": "cpu"}
+    tuned = {"real_steps": 74_716, "training_steps": 1500, "wall_clock_seconds": 100.5, "hardware": "cpu", "base": base,
+             "reward_prior_calibrated": {"transitions": 25_454}}
+    budget = dream_budget(tuned)
+    assert budget["real_steps"] == 74_716 + 25_454  # the calibration episodes are real steps too
+    assert budget["world_model_steps"] == 5500 and budget["world_model_seconds"] == 2100.5 and budget["runs"] == 2
+    assert dream_budget(base)["real_steps"] == 74_716 and dream_budget(base)["runs"] == 1

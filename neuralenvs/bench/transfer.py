@@ -18,6 +18,24 @@ from typing import Any
 from neuralenvs.bench.utility import score_gap
 
 
+def dream_budget(provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """What it took to build a dream, from its checkpoint's provenance: the world-model steps and
+    seconds of the run and of every run it was fine-tuned from (``base``), and the real steps of its
+    training episodes plus those its reward prior was fitted on (``neuralenvs calibrate``)."""
+    chain, node = [], provenance
+    while node:
+        chain.append(node)
+        node = node.get("base")
+    calibrated = provenance.get("reward_prior_calibrated") or {}
+    return {
+        "real_steps": max(int(p.get("real_steps") or 0) for p in chain) + int(calibrated.get("transitions", 0)),
+        "world_model_steps": sum(int(p.get("training_steps") or 0) for p in chain),
+        "world_model_seconds": round(sum(float(p.get("wall_clock_seconds") or 0) for p in chain), 1),
+        "world_model_hardware": provenance.get("hardware"),
+        "runs": len(chain),
+    }
+
+
 def _milestone(ceiling: Mapping[str, Any], agent_steps: int) -> Mapping[str, Any] | None:
     """The real agent's milestone nearest ``agent_steps`` within 5% (a dream built from 101,471 real
     steps is compared with the agent of 100k real steps), or None."""
