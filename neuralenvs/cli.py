@@ -87,6 +87,7 @@ def _measure_fidelity(checkpoint: str, data: str, held_out: int, windows: int, s
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
+    from neuralenvs.bench.transfer import provenance_chain
     from neuralenvs.checkpoint import build_world_model, load_checkpoint, save_changed
     from neuralenvs.data import EpisodeDataset
     from neuralenvs.measure.heads import calibrate_reward_prior
@@ -99,12 +100,18 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         raise SystemExit(f"--held-out must be between 1 and the {data.num_episodes} episodes of {args.data}")
     episodes = list(range(data.num_episodes - args.held_out, data.num_episodes))
     fitted = calibrate_reward_prior(model, data, episodes)
+    # the episodes a training run of this checkpoint held out cost no real steps beyond its data
+    held_out_of_training = any(
+        run.get("held_out_episodes") == args.held_out and run.get("real_steps") == data.num_steps
+        for run in provenance_chain(checkpoint.config.get("provenance") or {})
+    )
+    fitted["adds_real_steps"] = 0 if held_out_of_training else fitted["transitions"]
     out = save_changed(checkpoint, model, args.out,
                        reward_prior_calibrated={"data": args.data, "first_episode": episodes[0], **fitted})
     for sign, fit in fitted["signs"].items():
         print(f"reward {sign}: {fit['real']} real in {fitted['transitions']} steps, the head paid "
               f"{fit['expected_before']:.1f} in expectation; logit shift {fit['shift']:+.2f}")
-    print(f"wrote {out}")
+    print(f"wrote {out} ({fitted['adds_real_steps']} real steps added to the dream's budget)")
 
 
 def cmd_resample(args: argparse.Namespace) -> None:

@@ -144,7 +144,8 @@ def test_calibrate_makes_a_sampling_dream_pay_as_often_as_the_game_on_the_calibr
     torch.manual_seed(0)
     model = build_model("diffusion", "tiny", (16, 16, 3), 3)
     save_checkpoint(tmp_path / "a", model=model, starts_frames=np.zeros((2, 2, 16, 16, 3), np.uint8),
-                    starts_actions=np.zeros((2, 1), np.int64), game=None, metrics={"fidelity": {"psnr": 1.0}})
+                    starts_actions=np.zeros((2, 1), np.int64), game=None, metrics={"fidelity": {"psnr": 1.0}},
+                    provenance={"real_steps": 120, "held_out_episodes": 2})  # trained on d, its last 2 held out
     data = EpisodeDataset(tmp_path / "d", obs_shape=(16, 16, 3), num_actions=3)
     rng = np.random.default_rng(0)
     for _ in range(3):
@@ -170,9 +171,11 @@ def test_calibrate_makes_a_sampling_dream_pay_as_often_as_the_game_on_the_calibr
     saved = load_checkpoint(tmp_path / "b").config
     fit = saved["provenance"]["reward_prior_calibrated"]
     assert fit["signs"]["+1"]["real"] == 12 and fit["signs"]["-1"]["shift"] == 0.0
+    assert fit["adds_real_steps"] == 120  # not just the episodes training held out: counted in full
     assert "fidelity" not in saved["metrics"]  # measured on the old model: dropped
     monkeypatch.setattr("sys.argv", ["neuralenvs", "calibrate", "--checkpoint", str(tmp_path / "a"), "--data",
                                      str(tmp_path / "d"), "--held-out", "2", "--out", str(tmp_path / "c")])
     cli.main()
     fit = load_checkpoint(tmp_path / "c").config["provenance"]["reward_prior_calibrated"]
     assert fit["first_episode"] == 1 and fit["signs"]["+1"]["real"] == 8  # the last two episodes only
+    assert fit["adds_real_steps"] == 0  # the ones training held out: already in the dream's budget

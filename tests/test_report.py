@@ -60,8 +60,8 @@ def test_a_fine_tuned_and_calibrated_dream_counts_every_run_and_every_real_step_
 
     base = {"real_steps": 74_716, "training_steps": 4000, "wall_clock_seconds": 2000.0, "hardware": "cpu"}
     tuned = {"real_steps": 74_716, "training_steps": 1500, "wall_clock_seconds": 100.5, "hardware": "cpu", "base": base,
-             "reward_prior_calibrated": {"transitions": 25_454}}
+             "reward_prior_calibrated": {"transitions": 25_454, "adds_real_steps": 25_454}}
     budget = dream_budget(tuned)
-    assert budget["real_steps"] == 74_716 + 25_454  # the calibration episodes are real steps too
+    assert budget["real_steps"] == 74_716 + 25_454  # episodes from outside the training data are real steps too
     assert budget["world_model_steps"] == 5500 and budget["world_model_seconds"] == 2100.5 and budget["runs"] == 2
     assert dream_budget(base)["real_steps"] == 74_716 and dream_budget(base)["runs"] == 1

@@ -18,17 +18,23 @@ from typing import Any
 from neuralenvs.bench.utility import score_gap
 
 
-def dream_budget(provenance: Mapping[str, Any]) -> dict[str, Any]:
-    """What it took to build a dream, from its checkpoint's provenance: the world-model steps and
-    seconds of the run and of every run it was fine-tuned from (``base``), and the real steps of its
-    training episodes plus those its reward prior was fitted on (``neuralenvs calibrate``)."""
+def provenance_chain(provenance: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A checkpoint's provenance, then that of the run it was fine-tuned from (``base``), and so on."""
     chain, node = [], provenance
     while node:
         chain.append(node)
         node = node.get("base")
+    return chain
+
+
+def dream_budget(provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """What it took to build a dream, from its checkpoint's provenance: the world-model steps and
+    seconds of the run and of every run it was fine-tuned from, and the real steps of its training
+    data plus any that its reward prior was fitted on outside them (``neuralenvs calibrate``)."""
+    chain = provenance_chain(provenance)
     calibrated = provenance.get("reward_prior_calibrated") or {}
     return {
-        "real_steps": max(int(p.get("real_steps") or 0) for p in chain) + int(calibrated.get("transitions", 0)),
+        "real_steps": max(int(p.get("real_steps") or 0) for p in chain) + int(calibrated.get("adds_real_steps", 0)),
         "world_model_steps": sum(int(p.get("training_steps") or 0) for p in chain),
         "world_model_seconds": round(sum(float(p.get("wall_clock_seconds") or 0) for p in chain), 1),
         "world_model_hardware": provenance.get("hardware"),
