@@ -95,14 +95,14 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     checkpoint = load_checkpoint(args.checkpoint)
     model = build_world_model(checkpoint, device="cpu")
     data = EpisodeDataset(args.data)
-    args.held_out = data.num_episodes if args.held_out is None else args.held_out
-    if not 0 < args.held_out <= data.num_episodes:
+    held_out = data.num_episodes if args.held_out is None else args.held_out
+    if not 0 < held_out <= data.num_episodes:
         raise SystemExit(f"--held-out must be between 1 and the {data.num_episodes} episodes of {args.data}")
-    episodes = list(range(data.num_episodes - args.held_out, data.num_episodes))
+    episodes = list(range(data.num_episodes - held_out, data.num_episodes))
     fitted = calibrate_reward_prior(model, data, episodes)
     # the episodes a training run of this checkpoint held out cost no real steps beyond its data
     held_out_of_training = any(
-        run.get("held_out_episodes") == args.held_out and run.get("real_steps") == data.num_steps
+        run.get("held_out_episodes") == held_out and run.get("real_steps") == data.num_steps
         for run in provenance_chain(checkpoint.config.get("provenance") or {})
     )
     fitted["adds_real_steps"] = 0 if held_out_of_training else fitted["transitions"]

@@ -214,7 +214,7 @@ class EpisodeDataset:
         where the freeze begins instead: its frozen frames dropped, its last kept transition (the one
         into the first frozen frame) marked terminated. With ``delay`` d the life ends d transitions
         later, inside the freeze: a head that judges a step from the frames before it (not the next
-        one) has then seen d frozen frames, the first of them showing how the life was lost.
+        one) has then seen the screen stop (KungFuMaster: ``docs/transfer.md``, section 13).
 
         Some games hold the screen still for a while before they take a life (CrazyClimber: about
         40 steps at frameskip 4). Nothing the agent does in those steps matters and no reward comes,
@@ -227,8 +227,9 @@ class EpisodeDataset:
         view = _EpisodeView(self)
         for i in range(self.num_episodes):
             ep = self.episode(i)
-            end = freeze_onset(ep.frames) + delay  # transitions kept
-            if ep.terminated[-1] and 1 <= end - delay and end < len(ep):
+            onset = freeze_onset(ep.frames)
+            end = onset + delay  # transitions kept
+            if ep.terminated[-1] and onset >= 1 and end < len(ep):
                 terminated = np.zeros(end, bool)
                 terminated[-1] = True
                 ep = Episode(ep.frames[: end + 1], ep.actions[:end], ep.rewards[:end], terminated, ep.truncated[:end])
