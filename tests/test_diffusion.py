@@ -376,10 +376,11 @@ def test_reward_classes():
 
 @pytest.mark.parametrize("encoder", ["conditioned", "plain"])
 @pytest.mark.parametrize("sees_next_frame", [True, False])
-def test_reward_model_stepwise_equals_sequence(encoder, sees_next_frame):
+@pytest.mark.parametrize("end_lstm_dim", [0, 3])
+def test_reward_model_stepwise_equals_sequence(encoder, sees_next_frame, end_lstm_dim):
     torch.manual_seed(0)
     model = RewardEndModel(3, (12, 10), 5, channels=(4, 8), depths=(1, 1), cond_dim=8, lstm_dim=6, encoder=encoder,
-                           sees_next_frame=sees_next_frame)
+                           sees_next_frame=sees_next_frame, end_lstm_dim=end_lstm_dim)
     frames = torch.rand(2, 5, 3, 12, 10) * 2 - 1
     actions = torch.randint(0, 5, (2, 4))
     rew, end, (h, c) = model(frames[:, :-1], actions, frames[:, 1:])
@@ -392,6 +393,31 @@ def test_reward_model_stepwise_equals_sequence(encoder, sees_next_frame):
         torch.testing.assert_close(e, end[:, t])
     torch.testing.assert_close(memory[0], h)
     torch.testing.assert_close(memory[1], c)
+
+
+def test_an_end_head_with_its_own_lstm_learns_without_moving_the_reward_head():
+    """Training only the end path (what ``--freeze ... --reinit reward_end.end_lstm ...`` does)
+    must leave every reward logit as it was; with a shared LSTM the same training moves them."""
+    frames = torch.rand(4, 7, 3, 8, 8) * 2 - 1
+    actions = torch.randint(0, 3, (4, 6))
+    rewards, ended = torch.zeros(4, 6), torch.zeros(4, 6, dtype=torch.bool)
+    ended[:, -1] = True
+    mask = torch.ones(4, 7, dtype=torch.bool)
+    moved = {}
+    for end_lstm_dim, trained in ((5, ("end_lstm.", "end_head.")), (0, ("lstm.", "end_head."))):
+        torch.manual_seed(0)
+        model = RewardEndModel(3, (8, 8), 3, channels=(4,), depths=(1,), cond_dim=8, lstm_dim=6,
+                               encoder="plain", end_lstm_dim=end_lstm_dim)
+        before, _, _ = model(frames[:, :-1], actions, frames[:, 1:])
+        opt = torch.optim.Adam([p for n, p in model.named_parameters() if n.startswith(trained)], lr=1e-2)
+        for _ in range(20):
+            opt.zero_grad()
+            model.losses(frames, actions, rewards, ended, mask, balance_ends=True)["termination"].backward()
+            opt.step()
+        after, end_logits, _ = model(frames[:, :-1], actions, frames[:, 1:])
+        moved[end_lstm_dim] = (after - before).abs().max().item()
+        assert (end_logits[:, -1].argmax(-1) == 1).all()  # the end path learned the ends
+    assert moved[5] == 0.0 and moved[0] > 1e-3
 
 
 def test_the_plain_reward_encoder_finds_a_reward_shown_by_a_few_pixels():

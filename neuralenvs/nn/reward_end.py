@@ -22,9 +22,16 @@ its consequence on screen. That helps when the dream cannot draw the consequence
 model that blurs the punch and never redraws the score still places the boxers well enough for such
 a head.
 
+``end_lstm_dim > 0`` gives the termination head an LSTM of its own over the same encoded
+transitions. The reward head's path is then untouched by what the end head learns, so an end head
+can be trained onto a finished model (encoder and reward path frozen) without moving the reward
+head off the calibration its training gave it. On KungFuMaster, training the shared LSTM for ends
+made the reward head fire too rarely (docs/transfer.md, section 13).
+
 Frames are float ``[..., C, H, W]`` in ``[-1, 1]`` (see ``neuralenvs.world_model.frames_to_float``).
 The LSTM memory is an explicit ``(h, c)`` pair of ``[B, lstm_dim]`` tensors so that a batch of dreams
-can carry it in its state and restart some of them without touching the others.
+can carry it in its state and restart some of them without touching the others; with an end LSTM
+of its own, each holds the reward LSTM's units followed by the end LSTM's.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from torch import nn
 
 from neuralenvs.nn.blocks import ConditionedEncoder, downsampled_size
 
-Memory = tuple[torch.Tensor, torch.Tensor]  # (h, c), each [B, lstm_dim]
+Memory = tuple[torch.Tensor, torch.Tensor]  # (h, c), each [B, lstm_dim + end_lstm_dim]
 
 NUM_REWARD_CLASSES = 3
 NUM_END_CLASSES = 2
@@ -97,7 +104,8 @@ class RewardEndModel(nn.Module):
 
     Sizes default to DIAMOND's published ones (32-channel encoder with 4 levels of 2 blocks,
     128-dim action conditioning, 512-unit LSTM). ``encoder`` is ``"conditioned"`` (DIAMOND's) or
-    ``"plain"`` (see the module docstring).
+    ``"plain"`` (see the module docstring); ``end_lstm_dim > 0`` gives the termination head its own
+    LSTM of that size (``end_lstm``), 0 lets it read the reward head's.
     """
 
     def __init__(
@@ -112,11 +120,15 @@ class RewardEndModel(nn.Module):
         mid_attention: bool = True,
         encoder: str = "conditioned",
         sees_next_frame: bool = True,
+        end_lstm_dim: int = 0,
     ) -> None:
         super().__init__()
         if encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+        if end_lstm_dim < 0:
+            raise ValueError(f"end_lstm_dim must be >= 0 (0: the end head shares the LSTM), got {end_lstm_dim}")
         self.lstm_dim = lstm_dim
+        self.end_lstm_dim = end_lstm_dim
         self.plain = encoder == "plain"
         self.sees_next_frame = sees_next_frame
         self.action_emb = nn.Embedding(num_actions, cond_dim)
@@ -130,7 +142,8 @@ class RewardEndModel(nn.Module):
         self.lstm = nn.LSTM(features, lstm_dim, batch_first=True)
         self.trunk = nn.Sequential(nn.Linear(lstm_dim, lstm_dim), nn.SiLU())
         self.reward_head = nn.Linear(lstm_dim, NUM_REWARD_CLASSES)
-        self.end_head = nn.Linear(lstm_dim, NUM_END_CLASSES)
+        self.end_lstm = nn.LSTM(features, end_lstm_dim, batch_first=True) if end_lstm_dim else None
+        self.end_head = nn.Linear(end_lstm_dim or lstm_dim, NUM_END_CLASSES)
         # added to the reward logits when dreaming (``step``), not in training: log(real class
         # frequency / trained class frequency) when training oversampled rewarded transitions, so
         # the dream's reward probabilities match the real game's (see ``correct_reward_prior``)
@@ -142,22 +155,26 @@ class RewardEndModel(nn.Module):
     def _init_lstm(self) -> None:
         """Xavier input weights, orthogonal recurrent weights, forget-gate bias 1: the usual recipe
         that lets gradients through long sequences from the first update."""
-        for name, p in self.lstm.named_parameters():
-            if name.startswith("weight_ih"):
-                nn.init.xavier_uniform_(p)
-            elif name.startswith("weight_hh"):
-                nn.init.orthogonal_(p)
-            elif name.startswith("bias"):
-                nn.init.zeros_(p)
-                if name.startswith("bias_ih"):
-                    p.data[self.lstm_dim : 2 * self.lstm_dim].fill_(1.0)  # gates are (i, f, g, o)
+        for lstm in (self.lstm, self.end_lstm):
+            if lstm is None:
+                continue
+            for name, p in lstm.named_parameters():
+                if name.startswith("weight_ih"):
+                    nn.init.xavier_uniform_(p)
+                elif name.startswith("weight_hh"):
+                    nn.init.orthogonal_(p)
+                elif name.startswith("bias"):
+                    nn.init.zeros_(p)
+                    if name.startswith("bias_ih"):
+                        p.data[lstm.hidden_size : 2 * lstm.hidden_size].fill_(1.0)  # gates are (i, f, g, o)
 
     def initial_memory(
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
     ) -> Memory:
         """Zero ``(h, c)``: the memory at the start of a sequence."""
         p = self.reward_head.weight
-        z = torch.zeros(batch_size, self.lstm_dim, device=device or p.device, dtype=dtype or p.dtype)
+        size = self.lstm_dim + self.end_lstm_dim
+        z = torch.zeros(batch_size, size, device=device or p.device, dtype=dtype or p.dtype)
         return z, z.clone()
 
     def forward(
@@ -184,9 +201,16 @@ class RewardEndModel(nn.Module):
             x = self.encoder(seen, action).reshape(b, t, -1)
         if memory is None:
             memory = self.initial_memory(b, x.device, x.dtype)
-        x, (h, c) = self.lstm(x, (memory[0][None], memory[1][None]))
-        x = self.trunk(x)
-        return self.reward_head(x), self.end_head(x), (h[0], c[0])
+        d = self.lstm_dim
+        h0, c0 = (m[None, :, :d].contiguous() for m in memory)
+        out, (h, c) = self.lstm(x, (h0, c0))
+        out = self.trunk(out)
+        if self.end_lstm is None:
+            return self.reward_head(out), self.end_head(out), (h[0], c[0])
+        end_h0, end_c0 = (m[None, :, d:].contiguous() for m in memory)
+        end_out, (end_h, end_c) = self.end_lstm(x, (end_h0, end_c0))
+        memory = torch.cat([h[0], end_h[0]], dim=-1), torch.cat([c[0], end_c[0]], dim=-1)
+        return self.reward_head(out), self.end_head(end_out), memory
 
     def step(
         self, frame: torch.Tensor, action: torch.Tensor, next_frame: torch.Tensor, memory: Memory

@@ -66,6 +66,9 @@ class DiffusionConfig:
     # False: reward and termination are judged from the frames up to the action and the action
     # itself, not from the next frame (for dreams too blurry to show a reward's consequence)
     rew_sees_next_frame: bool = True
+    # >0: the termination head reads an LSTM of this size of its own instead of the reward head's, so
+    # an end head can be trained onto a finished model without moving its reward head
+    rew_end_lstm_dim: int = 0
 
     # training (read by the trainer; see ``DiffusionWorldModel.training_losses``)
     segment_length: int = 18  # transitions per segment: K - 1 burn-in + 15 (DIAMOND's dream horizon)
@@ -101,6 +104,7 @@ class DiffusionConfig:
         if self.sampler not in ("euler", "heun"):
             raise ValueError(f"sampler must be 'euler' or 'heun', got {self.sampler!r}")
         check_minimum(self, 1, "patch_size", "num_denoising_steps")
+        check_minimum(self, 0, "rew_end_lstm_dim")
         if self.segment_length < k:
             raise ValueError(f"segment_length must be >= num_context_frames ({k}) to train the denoiser")
         if not 1 <= self.denoising_targets <= self.segment_length - k + 1:

@@ -26,8 +26,8 @@ class DiffusionState:
 
     frames: torch.Tensor  # float [B, K, C, H, W] in [-1, 1], oldest first
     actions: torch.Tensor  # long [B, K - 1]: actions[:, i] was taken at frames[:, i]
-    h: torch.Tensor  # [B, rew_lstm_dim]: reward/termination LSTM memory
-    c: torch.Tensor  # [B, rew_lstm_dim]
+    h: torch.Tensor  # [B, rew_lstm_dim + rew_end_lstm_dim]: reward/termination LSTM memory
+    c: torch.Tensor  # [B, rew_lstm_dim + rew_end_lstm_dim]
 
     @property
     def batch_size(self) -> int:
@@ -55,6 +55,7 @@ class DiffusionWorldModel(WorldModel):
             mid_attention=config.rew_mid_attention,
             encoder=config.rew_encoder,
             sees_next_frame=config.rew_sees_next_frame,
+            end_lstm_dim=config.rew_end_lstm_dim,
         )
 
     @property
