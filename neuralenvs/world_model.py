@@ -143,6 +143,12 @@ class WorldModel(nn.Module, abc.ABC):
         that reproduces the older behaviour, so those checkpoints keep loading."""
         return {}
 
+    def fine_tune_weight_defaults(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Tensors this model lacks in ``weights`` (a checkpoint it is fine-tuned from, see
+        ``TrainConfig.init_from``) that it can start from something the checkpoint has, instead of
+        from scratch. Names the trainer is told to re-initialise are dropped afterwards."""
+        return {}
+
     @property
     def reweights_reward_classes(self) -> bool:
         """True if the training loss itself reweights the reward classes (then the trainer calls

@@ -420,6 +420,21 @@ def test_an_end_head_with_its_own_lstm_learns_without_moving_the_reward_head():
     assert moved[5] == 0.0 and moved[0] > 1e-3
 
 
+def test_an_end_path_of_its_own_starts_as_a_copy_of_the_shared_one_it_is_fine_tuned_from():
+    shared = make_model(seed=1)
+    weights = shared.state_dict()
+    own = make_model(seed=2, rew_end_lstm_dim=shared.config.rew_lstm_dim)
+    own.load_state_dict({**own.fine_tune_weight_defaults(weights), **weights})
+    frames = torch.rand(2, 4, 3, *OBS[:2]) * 2 - 1
+    actions = torch.randint(0, 4, (2, 3))
+    _, end_shared, _ = shared.reward_end(frames[:, :-1], actions, frames[:, 1:])
+    _, end_own, _ = own.reward_end(frames[:, :-1], actions, frames[:, 1:])
+    torch.testing.assert_close(end_own, end_shared)
+    # another size cannot be copied, and a checkpoint that has its own end path is not overwritten
+    assert make_model(rew_end_lstm_dim=3).fine_tune_weight_defaults(weights) == {}
+    assert own.fine_tune_weight_defaults(own.state_dict()) == {}
+
+
 def test_the_plain_reward_encoder_finds_a_reward_shown_by_a_few_pixels():
     """Like a game's score: the reward sign is visible only in two pixels of a 32x32 frame whose
     other pixels move at random. The plain encoder must find it from balanced batches quickly."""

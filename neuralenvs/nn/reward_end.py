@@ -22,7 +22,7 @@ its consequence on screen. That helps when the dream cannot draw the consequence
 model that blurs the punch and never redraws the score still places the boxers well enough for such
 a head.
 
-``end_lstm_dim > 0`` gives the termination head an LSTM of its own over the same encoded
+``end_lstm_dim > 0`` gives the termination head an LSTM and trunk of its own over the same encoded
 transitions. The reward head's path is then untouched by what the end head learns, so an end head
 can be trained onto a finished model (encoder and reward path frozen) without moving the reward
 head off the calibration its training gave it. On KungFuMaster, training the shared LSTM for ends
@@ -105,7 +105,7 @@ class RewardEndModel(nn.Module):
     Sizes default to DIAMOND's published ones (32-channel encoder with 4 levels of 2 blocks,
     128-dim action conditioning, 512-unit LSTM). ``encoder`` is ``"conditioned"`` (DIAMOND's) or
     ``"plain"`` (see the module docstring); ``end_lstm_dim > 0`` gives the termination head its own
-    LSTM of that size (``end_lstm``), 0 lets it read the reward head's.
+    LSTM of that size and a trunk (``end_lstm``, ``end_trunk``), 0 lets it read the reward head's.
     """
 
     def __init__(
@@ -143,6 +143,7 @@ class RewardEndModel(nn.Module):
         self.trunk = nn.Sequential(nn.Linear(lstm_dim, lstm_dim), nn.SiLU())
         self.reward_head = nn.Linear(lstm_dim, NUM_REWARD_CLASSES)
         self.end_lstm = nn.LSTM(features, end_lstm_dim, batch_first=True) if end_lstm_dim else None
+        self.end_trunk = nn.Sequential(nn.Linear(end_lstm_dim, end_lstm_dim), nn.SiLU()) if end_lstm_dim else None
         self.end_head = nn.Linear(end_lstm_dim or lstm_dim, NUM_END_CLASSES)
         # added to the reward logits when dreaming (``step``), not in training: log(real class
         # frequency / trained class frequency) when training oversampled rewarded transitions, so
@@ -210,7 +211,7 @@ class RewardEndModel(nn.Module):
         end_h0, end_c0 = (m[None, :, d:].contiguous() for m in memory)
         end_out, (end_h, end_c) = self.end_lstm(x, (end_h0, end_c0))
         memory = torch.cat([h[0], end_h[0]], dim=-1), torch.cat([c[0], end_c[0]], dim=-1)
-        return self.reward_head(out), self.end_head(end_out), memory
+        return self.reward_head(out), self.end_head(self.end_trunk(end_out)), memory
 
     def step(
         self, frame: torch.Tensor, action: torch.Tensor, next_frame: torch.Tensor, memory: Memory

@@ -173,7 +173,8 @@ class Trainer:
 
     def _init_weights(self, path: str) -> None:
         """Start from a trained checkpoint's weights (fine-tuning). Tensors the checkpoint lacks
-        keep their fresh values only if they are buffers; any other difference is an error."""
+        keep their fresh values only if they are buffers or the model can start them from the
+        checkpoint (``WorldModel.fine_tune_weight_defaults``); any other difference is an error."""
         from neuralenvs.checkpoint import load_checkpoint
 
         checkpoint = load_checkpoint(path)
@@ -182,7 +183,8 @@ class Trainer:
         self.base_provenance = checkpoint.config.get("provenance", {})
         own = self.model.state_dict()
         fresh = self._submodule_prefixes(tuple(self.config.reinit), "reinit")
-        weights = {n: w for n, w in checkpoint.weights.items() if not n.startswith(fresh)}
+        weights = {**self.model.fine_tune_weight_defaults(checkpoint.weights), **checkpoint.weights}
+        weights = {n: w for n, w in weights.items() if not n.startswith(fresh)}
         params = {name for name, _ in self.model.named_parameters() if not name.startswith(fresh)}
         missing = [n for n in own if n not in weights and n in params]
         unexpected = [n for n in weights if n not in own]

@@ -166,6 +166,23 @@ class DiffusionWorldModel(WorldModel):
             "reward_end.end_logit_offset": torch.zeros_like(self.reward_end.end_logit_offset),
         }
 
+    def fine_tune_weight_defaults(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """An end path of its own (``rew_end_lstm_dim``), fine-tuned from a model whose end head read
+        the shared LSTM and trunk, starts as a copy of them: its end logits are then the old model's,
+        and it keeps what the shared LSTM learned to remember, which a fresh one did not learn from
+        short segments (docs/transfer.md, section 14)."""
+        head = self.reward_end
+        if head.end_lstm is None or any(n.startswith("reward_end.end_lstm.") for n in weights):
+            return {}
+        copied = {}
+        for own, shared in ((head.end_lstm, "lstm"), (head.end_trunk, "trunk")):
+            for name, p in own.named_parameters():
+                w = weights.get(f"reward_end.{shared}.{name}")
+                if w is None or w.shape != p.shape:
+                    return {}  # a different size: the end path starts fresh
+                copied[f"reward_end.end_{shared}.{name}"] = w
+        return copied
+
     def training_losses(self, batch: Segments) -> dict[str, torch.Tensor]:
         """Denoising loss on ``config.denoising_targets`` frames per segment plus the
         reward/termination losses over the whole segment.
