@@ -181,5 +181,11 @@ def test_end_fraction_oversamples_episode_ends(tmp_path):
     assert 0.3 < rewarded(both) < 0.4
     # the two draws share one uniform number, so no segment is forced to hold both
     assert not bool((both.terminated.any(dim=1) & (both.rewards != 0).any(dim=1)).any())
+    # an end is always its episode's last step, so a forced one ends its segment, but after a
+    # uniform number of real transitions: the segment's start is cut (padded) instead
+    ended = both.terminated.any(dim=1)
+    assert bool(both.terminated[ended, -1].all())
+    memory = both.mask[ended, :-1].sum(dim=1) - 1  # real transitions before the end
+    assert set(memory.tolist()) == {0, 1, 2}
     with pytest.raises(ValueError, match="at most 1"):
         ds.sample_segments(4, length=3, rng=np.random.default_rng(0), reward_fraction=0.6, end_fraction=0.6)

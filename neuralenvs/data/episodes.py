@@ -267,7 +267,8 @@ class EpisodeDataset:
         as DIAMOND does, so the first steps of every episode are trained on too.
 
         ``reward_fraction`` > 0 makes about that fraction of the segments contain a transition with
-        a nonzero reward (drawn uniformly among them), at a uniform position in the segment. Rewards
+        a nonzero reward (drawn uniformly among them), after a uniform number (0 to ``length`` - 1)
+        of the segment's real transitions. Rewards
         are rare in most games (3% of random Boxing steps), and a reward classifier trained on
         natural batches can settle on "never" before it finds the signal; oversampling, with a prior
         correction at dream time, fixes that. ``end_fraction`` does the same for transitions that
@@ -284,6 +285,7 @@ class EpisodeDataset:
             raise ValueError("cannot sample segments from a dataset with no transitions")
         chosen = rng.choice(len(episodes), size=batch_size, p=lengths / lengths.sum())
         lasts = rng.integers(lengths[chosen].astype(np.int64))  # each segment's last transition
+        firsts = lasts - length + 1  # each segment's first real transition (padding before it)
         if reward_fraction > 0 or end_fraction > 0:
             draw = rng.random(batch_size)  # one draw per segment: [0, rf) reward, [rf, rf + ef) end
             for event, lo, hi in (("reward", 0.0, reward_fraction),
@@ -298,9 +300,14 @@ class EpisodeDataset:
                 for b in np.flatnonzero((draw >= lo) & (draw < hi)):
                     j = rng.integers(len(event_step))
                     k, t = event_episode[j], event_step[j]
-                    # the event at a uniform position in the segment: always putting it last would
-                    # teach a recurrent head that rewards come every `length` steps
-                    chosen[b], lasts[b] = k, min(t + rng.integers(length), lengths[k] - 1)
+                    # the event after a uniform number of the segment's transitions: always putting it
+                    # last would teach a recurrent head that rewards come every `length` steps. Where
+                    # the episode ends too soon (always, for its end), the segment ends with the
+                    # episode and its start is cut instead, so that a head also learns to find an end
+                    # from as little memory as a dream started a few steps before it has
+                    before = rng.integers(length)
+                    chosen[b], lasts[b] = k, min(t + length - 1 - before, lengths[k] - 1)
+                    firsts[b] = t - before
         h, w, c = self.obs_shape
         frames = np.zeros((batch_size, length + 1, h, w, c), np.uint8)
         actions = np.zeros((batch_size, length), np.int64)
@@ -312,7 +319,7 @@ class EpisodeDataset:
             ep = self.episode(episodes[k])
             last = int(lasts[b])
             start = last - length + 1  # may be negative: padding before the episode start
-            lo = max(start, 0)
+            lo = max(int(firsts[b]), 0)
             off = lo - start
             frames[b, off:] = ep.frames[lo : last + 2]
             mask[b, off:] = True
