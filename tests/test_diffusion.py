@@ -63,7 +63,7 @@ def segments(b: int, model: DiffusionWorldModel, seed: int = 0, pad: int = 0) ->
 # ---- config ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["tiny", "small", "cpu-residual", "cpu-dreamed", "paper"])
+@pytest.mark.parametrize("name", ["tiny", "small", "cpu-residual", "cpu-dreamed", "cpu-dreamed-end-path", "paper"])
 def test_config_json_round_trip(name):
     cfg = DiffusionConfig.named(name)
     again = DiffusionConfig(**json.loads(json.dumps(dataclasses.asdict(cfg))))

@@ -205,3 +205,8 @@ PRESETS["cpu-residual"] = {
 # own frames the climber stops (docs/transfer.md, section 5). Ending each training context in up to
 # two dreamed frames costs one extra no-gradient denoiser call per target on average.
 PRESETS["cpu-dreamed"] = {**PRESETS["cpu-residual"], "dreamed_context_frames": 2}
+
+# cpu-dreamed with an end path of its own as large as the reward head's, so that an end head can be
+# trained onto a finished cpu-dreamed model without moving its reward head: fine-tuned from one, the
+# end path starts as a copy of the shared LSTM and trunk (docs/transfer.md, section 14).
+PRESETS["cpu-dreamed-end-path"] = {**PRESETS["cpu-dreamed"], "rew_end_lstm_dim": PRESETS["small"]["rew_lstm_dim"]}
