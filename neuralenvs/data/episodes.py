@@ -268,11 +268,11 @@ class EpisodeDataset:
 
         ``reward_fraction`` > 0 makes about that fraction of the segments contain a transition with
         a nonzero reward (drawn uniformly among them), after a uniform number (0 to ``length`` - 1)
-        of the segment's real transitions. Rewards
-        are rare in most games (3% of random Boxing steps), and a reward classifier trained on
-        natural batches can settle on "never" before it finds the signal; oversampling, with a prior
-        correction at dream time, fixes that. ``end_fraction`` does the same for transitions that
-        end an episode (a lost life: a few hundred in 100k random steps); the two fractions add up.
+        of the segment's real transitions. Rewards are rare in most games (3% of random Boxing
+        steps), and a reward classifier trained on natural batches can settle on "never" before it
+        finds the signal; oversampling, with a prior correction at dream time, fixes that.
+        ``end_fraction`` does the same for transitions that end an episode (a lost life: a few
+        hundred in 100k random steps); the two fractions add up.
         """
         for name, fraction in (("reward_fraction", reward_fraction), ("end_fraction", end_fraction)):
             if not 0.0 <= fraction <= 1.0:
