@@ -396,15 +396,16 @@ def test_reward_model_stepwise_equals_sequence(encoder, sees_next_frame, end_lst
 
 
 def test_an_end_head_with_its_own_lstm_learns_without_moving_the_reward_head():
-    """Training only the end path (what ``--freeze ... --reinit reward_end.end_lstm ...`` does)
-    must leave every reward logit as it was; with a shared LSTM the same training moves them."""
+    """Training only the end path (what ``--freeze ... reward_end.lstm reward_end.trunk
+    reward_end.reward_head`` leaves to train) must leave every reward logit as it was; with a shared
+    LSTM the same training moves them."""
     frames = torch.rand(4, 7, 3, 8, 8) * 2 - 1
     actions = torch.randint(0, 3, (4, 6))
     rewards, ended = torch.zeros(4, 6), torch.zeros(4, 6, dtype=torch.bool)
     ended[:, -1] = True
     mask = torch.ones(4, 7, dtype=torch.bool)
     moved = {}
-    for end_lstm_dim, trained in ((5, ("end_lstm.", "end_head.")), (0, ("lstm.", "end_head."))):
+    for end_lstm_dim, trained in ((5, ("end_lstm.", "end_trunk.", "end_head.")), (0, ("lstm.", "end_head."))):
         torch.manual_seed(0)
         model = RewardEndModel(3, (8, 8), 3, channels=(4,), depths=(1,), cond_dim=8, lstm_dim=6,
                                encoder="plain", end_lstm_dim=end_lstm_dim)
