@@ -1,9 +1,9 @@
 """Gym ids: the real Atari 100k games and one dreamed environment per shipped checkpoint.
 
 Shipped checkpoints live in ``checkpoints/<game>-<family>/`` at the repository root, which installs
-as the data-only package ``neuralenvs.shipped`` (see ``setup.py``), so an installed wheel finds them
-as a source checkout does. More folders can be listed in the ``NEURALENVS_CHECKPOINTS`` environment
-variable (``os.pathsep``-separated).
+as the data-only distribution ``neuralenvs-checkpoints`` (package ``neuralenvs_checkpoints``, see
+``checkpoints/pyproject.toml``), so an installed wheel finds them as a source checkout does. More
+folders can be listed in the ``NEURALENVS_CHECKPOINTS`` environment variable (``os.pathsep``-separated).
 Each is registered as ``neuralenvs/<Game>-<family>-v0``; ``neuralenvs/Dream-v0`` takes any
 checkpoint folder as ``checkpoint=PATH``.
 """
@@ -22,13 +22,14 @@ from neuralenvs.errors import NeuralEnvsError
 
 NAMESPACE = "neuralenvs"
 DREAM_ID = f"{NAMESPACE}/Dream-v0"
+SHIPPED_PACKAGE = "neuralenvs_checkpoints"
 
 
 def checkpoint_dirs() -> list[Path]:
-    """Folders searched for shipped checkpoints, in order: the installed ``neuralenvs.shipped``
+    """Folders searched for shipped checkpoints, in order: the installed ``neuralenvs_checkpoints``
     (or, in a source tree that is not installed, its ``checkpoints/``), then
     ``NEURALENVS_CHECKPOINTS``."""
-    spec = importlib.util.find_spec("neuralenvs.shipped")
+    spec = importlib.util.find_spec(SHIPPED_PACKAGE)
     dirs = [Path(p) for p in spec.submodule_search_locations or []] if spec is not None else []
     dirs.append(Path(__file__).resolve().parent.parent / "checkpoints")
     dirs += [Path(p) for p in os.environ.get("NEURALENVS_CHECKPOINTS", "").split(os.pathsep) if p]

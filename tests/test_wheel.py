@@ -1,5 +1,7 @@
-"""The package works installed like any other: a built wheel (not an editable install) carries the
-shipped checkpoints, and gym.make finds them from another folder with no environment variable."""
+"""The package works installed like any other: built wheels (not editable installs) of the code and
+of the shipped checkpoints, and gym.make finds a shipped dream from another folder with no
+environment variable. The checkpoints are a data package of their own so that the code's wheel
+stays small."""
 
 import os
 import subprocess
@@ -10,12 +12,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-MAX_WHEEL_BYTES = 40 * 1024 * 1024
+MAX_CODE_WHEEL_BYTES = 40 * 1024 * 1024
+MAX_DATA_WHEEL_BYTES = 100 * 1024 * 1024  # PyPI's default limit per file
 
 SCRIPT = """
 import gymnasium as gym
 import neuralenvs
+from neuralenvs.registry import checkpoint_dirs
 assert neuralenvs.__file__.startswith({target!r}), neuralenvs.__file__
+assert str(checkpoint_dirs()[0]).startswith({target!r}), checkpoint_dirs()
 ids = [i for i in neuralenvs.list_envs() if not i.endswith("-real-v0") and i != "neuralenvs/Dream-v0"]
 assert ids, "no shipped dream found"
 env = gym.make(ids[0])
@@ -25,31 +30,39 @@ print(ids[0], obs.shape)
 """
 
 
-@pytest.mark.timeout(600)
-def test_a_built_wheel_finds_the_shipped_dreams(tmp_path):
-    if not (ROOT / "checkpoints").is_dir():
-        pytest.skip("no checkpoints/ in this tree")
-    wheels = tmp_path / "wheels"
+def build_wheel(source: Path, out: Path) -> Path:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
-        check=True, cwd=tmp_path,
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)],
+        check=True, cwd=out.parent,
     )
-    (wheel,) = wheels.glob("neuralenvs-*.whl")
-    assert wheel.stat().st_size < MAX_WHEEL_BYTES
-    names = zipfile.ZipFile(wheel).namelist()
+    (wheel,) = out.glob("*.whl")
+    return wheel
+
+
+@pytest.mark.timeout(600)
+def test_built_wheels_find_the_shipped_dreams(tmp_path):
+    if not (ROOT / "checkpoints" / "pyproject.toml").is_file():
+        pytest.skip("no checkpoints/ data package in this tree")
+    code = build_wheel(ROOT, tmp_path / "code")
+    data = build_wheel(ROOT / "checkpoints", tmp_path / "data")
+    assert code.stat().st_size < MAX_CODE_WHEEL_BYTES
+    assert data.stat().st_size < MAX_DATA_WHEEL_BYTES
+    code_names = zipfile.ZipFile(code).namelist()
     sources = {str(p.relative_to(ROOT)) for p in (ROOT / "neuralenvs").rglob("*.py")}
-    assert sources - set(names) == set(), "modules missing from the wheel"
-    shipped = {Path(n).parent.name for n in names if n.startswith("neuralenvs/shipped/") and n.endswith("config.json")}
+    assert sources - set(code_names) == set(), "modules missing from the code's wheel"
+    assert not [n for n in code_names if n.endswith(".safetensors")], "weights belong in the data package"
+    data_names = zipfile.ZipFile(data).namelist()
+    shipped = {Path(n).parent.name for n in data_names if n.endswith("/config.json")}
     assert shipped == {p.name for p in (ROOT / "checkpoints").iterdir() if (p / "config.json").is_file()}
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(code), str(data)],
         check=True, cwd=tmp_path,
     )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "NEURALENVS_CHECKPOINTS"}
-    env["PYTHONPATH"] = str(target)  # ahead of the editable install of this checkout
+    env["PYTHONPATH"] = str(target)  # ahead of the editable installs of this checkout
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT.format(target=str(target))], cwd=elsewhere, env=env,
         capture_output=True, text=True,
