@@ -479,6 +479,27 @@ def test_reward_losses_ignore_padding():
     assert model.losses(frames, actions, rewards, terminated, mask)["reward"] != base["reward"]
 
 
+def test_a_padded_segment_is_scored_as_a_dream_started_at_its_first_real_frame():
+    """The LSTM meets a segment's real transitions from zero memory, as a dream's head does, not
+    after running over the black padding before an episode's start."""
+    torch.manual_seed(0)
+    model = RewardEndModel(3, (8, 8), 3, channels=(4,), depths=(1,), cond_dim=8, lstm_dim=6, end_lstm_dim=4)
+    frames = torch.rand(2, 6, 3, 8, 8) * 2 - 1
+    actions = torch.randint(0, 3, (2, 5))
+    rewards = torch.tensor([[0.0, 0.0, 1.0, 0.0, -1.0], [0.0, 0.0, 0.0, 1.0, 0.0]])
+    terminated = torch.tensor([[False, False, False, False, True], [False] * 5])
+    pad = 2
+    frames[:, :pad] = 0.0
+    mask = torch.arange(6)[None].expand(2, 6) >= pad
+    padded = model.losses(frames, actions, rewards, terminated, mask)
+    real = model.losses(frames[:, pad:], actions[:, pad:], rewards[:, pad:], terminated[:, pad:], mask[:, pad:])
+    torch.testing.assert_close(padded, real)
+    one_row = model.losses(frames[:1, pad:], actions[:1, pad:], rewards[:1, pad:], terminated[:1, pad:], mask[:1, pad:])
+    mixed = torch.cat([mask[:1], torch.ones(1, 6, dtype=torch.bool)])  # padding in one row only
+    both = model.losses(frames, actions, rewards, terminated, mixed)
+    assert both["reward"] != one_row["reward"]  # the unpadded row still counts
+
+
 def test_init_state_burns_in_reward_memory():
     model = randomize(make_model(num_context_frames=3, segment_length=4))
     frames, actions = context(2, model)

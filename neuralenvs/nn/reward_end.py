@@ -245,7 +245,9 @@ class RewardEndModel(nn.Module):
         balance_rewards: bool = False,
         balance_ends: bool = False,
     ) -> dict[str, torch.Tensor]:
-        """Cross-entropy losses over segments, the LSTM starting from zero memory.
+        """Cross-entropy losses over segments, the LSTM starting from zero memory at each segment's
+        first real frame, as it does at a dream's start (padding before an episode's start is moved
+        behind the segment, where nothing reads it).
 
         ``frames``: float [B, T + 1, C, H, W]; ``actions``, ``rewards`` (raw), ``terminated``: [B, T];
         ``mask``: bool [B, T + 1], True on real frames. A transition counts only when both of its
@@ -258,6 +260,9 @@ class RewardEndModel(nn.Module):
         ``balance_ends`` does the same for episode ends (undone by ``correct_end_prior``): a game
         ends a life once in hundreds of steps, and an unweighted head learns never to end one.
         """
+        frames, actions, rewards, terminated, mask = start_at_first_real_frame(
+            mask, frames, actions, rewards, terminated
+        )
         rew_logits, end_logits, _ = self(frames[:, :-1], actions, frames[:, 1:])
         valid = mask[:, :-1] & mask[:, 1:]
         if burn_in > 0:
@@ -272,6 +277,30 @@ class RewardEndModel(nn.Module):
         rew_w = balanced_weights(w, reward_to_class(rewards).flatten(), NUM_REWARD_CLASSES) if balance_rewards else w
         end_w = balanced_weights(w, terminated.long().flatten(), NUM_END_CLASSES) if balance_ends else w
         return {"reward": (rew_loss * rew_w).sum() / count, "termination": (end_loss * end_w).sum() / count}
+
+
+def start_at_first_real_frame(
+    mask: torch.Tensor, frames: torch.Tensor, *steps: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """Shift each segment left by its padded frames (``mask``: bool [B, T + 1], False on padding,
+    which only ever comes first) so its real part starts at position 0; the padding wraps round to
+    the end. ``frames`` is [B, T + 1, ...], each of ``steps`` [B, T]. Returns frames, the steps and
+    the mask, shifted alike.
+
+    A dream's head starts from zero memory on its first real frame. Run over the black padding
+    first, the LSTM would learn a different start: one that no dream ever has, so that a head
+    trained on segments cut just before an episode's end would meet the end with a memory unlike a
+    freshly started dream's (``docs/transfer.md``, section 15)."""
+    pad = (~mask).long().cumprod(dim=1).sum(dim=1)  # leading padded frames per segment
+    if not pad.any():
+        return frames, *steps, mask
+
+    def shifted(x: torch.Tensor) -> torch.Tensor:
+        length = x.shape[1]
+        index = (torch.arange(length, device=x.device)[None] + pad[:, None]) % length
+        return x.gather(1, index.view(*index.shape, *[1] * (x.dim() - 2)).expand_as(x))
+
+    return shifted(frames), *(shifted(x) for x in steps), shifted(mask)
 
 
 def balanced_weights(w: torch.Tensor, classes: torch.Tensor, num_classes: int) -> torch.Tensor:
