@@ -4,6 +4,7 @@ environment variable. The checkpoints are a data package of their own so that th
 stays small."""
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -31,6 +32,9 @@ print(ids[0], obs.shape)
 
 
 def build_wheel(source: Path, out: Path) -> Path:
+    # setuptools stages files in source/build and never prunes it: a file deleted since the last
+    # build would still ship
+    shutil.rmtree(source / "build", ignore_errors=True)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)],
         check=True, cwd=out.parent,
