@@ -534,15 +534,17 @@ def test_balanced_reward_loss_weighs_each_present_class_equally():
     rewards[0, 2] = 3.0  # one "+1" among 7 counted "0"s (the first transition of row 1 is padding)
     mask = torch.ones(2, 5, dtype=torch.bool)
     mask[1, 0] = False
-    logits, _, _ = model(frames[:, :-1], actions, frames[:, 1:])
-    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), reward_to_class(rewards).flatten(), reduction="none")
-    counted = (mask[:, :-1] & mask[:, 1:]).flatten()
-    positive = (rewards != 0).flatten()
-    expected = (ce[positive].mean() + ce[counted & ~positive].mean()) / 2
+    first, _, _ = model(frames[:1, :-1], actions[:1], frames[:1, 1:])
+    second, _, _ = model(frames[1:, 1:-1], actions[1:, 1:], frames[1:, 2:])  # from its first real frame
+    logits = torch.cat([first[0], second[0]])
+    counted_rewards = torch.cat([rewards[0], rewards[1, 1:]])
+    ce = torch.nn.functional.cross_entropy(logits, reward_to_class(counted_rewards), reduction="none")
+    positive = counted_rewards != 0
+    expected = (ce[positive].mean() + ce[~positive].mean()) / 2
     balanced = model.losses(frames, actions, rewards, terminated, mask, balance_rewards=True)["reward"]
     torch.testing.assert_close(balanced, expected)
     plain = model.losses(frames, actions, rewards, terminated, mask)["reward"]
-    torch.testing.assert_close(plain, ce[counted].mean())
+    torch.testing.assert_close(plain, ce.mean())
 
 
 def test_balanced_end_loss_and_end_prior():
