@@ -241,18 +241,16 @@ class RewardEndModel(nn.Module):
         rewards: torch.Tensor,
         terminated: torch.Tensor,
         mask: torch.Tensor,
-        burn_in: int = 0,
         balance_rewards: bool = False,
         balance_ends: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Cross-entropy losses over segments, the LSTM starting from zero memory at each segment's
-        first real frame, as it does at a dream's start (padding before an episode's start is moved
-        behind the segment, where nothing reads it).
+        first real frame, as it does at a dream's start (the padding at a segment's front is moved
+        behind it, where nothing reads it).
 
         ``frames``: float [B, T + 1, C, H, W]; ``actions``, ``rewards`` (raw), ``terminated``: [B, T];
         ``mask``: bool [B, T + 1], True on real frames. A transition counts only when both of its
-        frames are real and it comes after the first ``burn_in`` transitions (which only warm the
-        memory up). Returns ``{"reward", "termination"}``, each a mean over the counted transitions
+        frames are real. Returns ``{"reward", "termination"}``, each a mean over the counted transitions
         (zero when none count). ``balance_rewards`` weighs the reward loss so that every reward class
         present in the batch carries the same total weight (a rare class is otherwise outvoted by
         "no reward"); the model then learns as if the classes were equally frequent, which
@@ -265,9 +263,6 @@ class RewardEndModel(nn.Module):
         )
         rew_logits, end_logits, _ = self(frames[:, :-1], actions, frames[:, 1:])
         valid = mask[:, :-1] & mask[:, 1:]
-        if burn_in > 0:
-            valid = valid.clone()
-            valid[:, :burn_in] = False
         count = valid.sum().clamp(min=1)
         rew_loss = F.cross_entropy(
             rew_logits.flatten(0, 1).float(), reward_to_class(rewards).flatten(), reduction="none"
