@@ -16,7 +16,7 @@ from neuralenvs.models.diffusion.denoiser import edm_preconditioning
 from neuralenvs.models.diffusion.sampler import karras_sigmas, sample_next_frame
 from neuralenvs.nn.blocks import UNet
 from neuralenvs.nn.reward_end import RewardEndModel, choose_classes, class_to_reward, reward_to_class
-from neuralenvs.world_model import Segments, frames_to_float
+from neuralenvs.world_model import Segments, float_to_frames, frames_to_float
 
 OBS = (16, 16, 3)
 
@@ -618,6 +618,33 @@ def test_requantized_frames_sit_on_the_8_bit_grid():
     levels = (result.state.frames[:, -1] + 1) * 127.5
     assert torch.equal(levels, levels.round())
     assert torch.equal(frames_to_float(result.next_frames), result.state.frames[:, -1])  # what is shown is fed back
+
+
+def test_drop_change_levels_keeps_pixels_that_barely_moved_and_lets_real_changes_through():
+    from neuralenvs.models.diffusion.world_model import keep_still_pixels
+
+    last = frames_to_float(torch.full((1, 4, 4, 3), 100, dtype=torch.uint8))
+    moved = torch.full((1, 4, 4, 3), 100, dtype=torch.uint8)
+    moved[0, 0, 0, 1] = 101  # one level in one channel: sampler noise
+    moved[0, 0, 1] = 102  # two levels in every channel
+    moved[0, 0, 2, 0] = 140  # a sprite: one channel far off
+    kept = float_to_frames(keep_still_pixels(frames_to_float(moved), last, levels=1))
+    assert kept[0, 0, 0].tolist() == [100, 100, 100]
+    assert kept[0, 0, 1].tolist() == [102, 102, 102]
+    assert kept[0, 0, 2].tolist() == [140, 100, 100]  # a pixel that moved keeps all its channels' change
+    assert torch.equal(float_to_frames(keep_still_pixels(frames_to_float(moved), last, levels=2))[0, 0, 1],
+                       torch.tensor([100, 100, 100], dtype=torch.uint8))
+
+
+def test_a_dream_with_drop_change_levels_holds_a_still_screen_exactly():
+    torch.manual_seed(0)
+    config = dataclasses.replace(DiffusionConfig.named("tiny"), drop_change_levels=255)
+    model = build_model("diffusion", dataclasses.asdict(config), (16, 16, 3), 3)
+    start = torch.randint(0, 256, (2, 2, 16, 16, 3), dtype=torch.uint8)
+    state = model.init_state(start, torch.zeros(2, 1).long())
+    for _ in range(3):
+        state, frames, _, _ = model.step(state, torch.zeros(2).long(), torch.Generator().manual_seed(0))
+    assert torch.equal(frames, start[:, -1])  # nothing may move by more than 255 levels
 
 
 def test_resample_changes_only_how_the_model_dreams(tmp_path):

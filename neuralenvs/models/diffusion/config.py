@@ -19,6 +19,7 @@ class DiffusionConfig:
     # how a trained model dreams, not what it learned: `neuralenvs resample` may change these
     DREAM_TIME_FIELDS: ClassVar[tuple[str, ...]] = (
         "sampler", "num_denoising_steps", "sample_sigma_min", "sample_sigma_max", "rho", "requantize_frames",
+        "drop_change_levels",
     )
 
     # context: the denoiser sees this many past frames and the actions taken at them
@@ -53,6 +54,12 @@ class DiffusionConfig:
     # trained on are) before it becomes context for the next one, so error below one grey level
     # cannot pile up over a long dream
     requantize_frames: bool = False
+    # >0: a dreamed pixel whose colour moved from the last frame by at most this many 8-bit levels
+    # in every channel keeps its last colour. An Atari screen is still almost everywhere (about 1% of
+    # 64x64 KungFuMaster pixels change per step, and 1% of those by one level), but a one-step
+    # residual dream nudges a third of them by one level each step, and those nudges random-walk
+    # into the grid-patterned noise that a long dream dissolves into
+    drop_change_levels: int = 0
 
     # reward / termination model
     rew_channels: tuple[int, ...] = (32, 32, 32, 32)
@@ -109,6 +116,8 @@ class DiffusionConfig:
             raise ValueError(f"segment_length must be >= num_context_frames ({k}) to train the denoiser")
         if not 1 <= self.denoising_targets <= self.segment_length - k + 1:
             raise ValueError("denoising_targets must be between 1 and segment_length - num_context_frames + 1")
+        if self.drop_change_levels < 0:
+            raise ValueError(f"drop_change_levels must be >= 0, got {self.drop_change_levels}")
         if self.context_noise_max < 0:
             raise ValueError(f"context_noise_max must be >= 0, got {self.context_noise_max}")
         d = self.dreamed_context_frames

@@ -20,6 +20,13 @@ from neuralenvs.nn.reward_end import NUM_REWARD_CLASSES, RewardEndModel, choose_
 from neuralenvs.world_model import Segments, StepResult, WorldModel, float_to_frames, frames_to_float
 
 
+def keep_still_pixels(next_x: torch.Tensor, last_x: torch.Tensor, levels: int) -> torch.Tensor:
+    """``next_x[B, C, H, W]`` with every pixel whose colour differs from ``last_x`` by at most
+    ``levels`` 8-bit levels in every channel set back to its ``last_x`` colour (both in [-1, 1])."""
+    moved_levels = (next_x.float() - last_x.float()).abs().amax(dim=1, keepdim=True) * 127.5
+    return torch.where(moved_levels < levels + 0.5, last_x, next_x)
+
+
 @dataclass
 class DiffusionState:
     """The state of B dreams. Every tensor has the batch first and lives on the model's device."""
@@ -113,10 +120,13 @@ class DiffusionWorldModel(WorldModel):
         """The next frame after ``frames[B, K]`` under ``actions[B, K]``, with the config's sampler
         settings: how the model dreams, in a dream and in training on its own frames."""
         cfg = self.config
-        return sample_next_frame(
+        next_x = sample_next_frame(
             self.denoiser, frames, actions, num_steps=cfg.num_denoising_steps, method=cfg.sampler,
             sigma_min=cfg.sample_sigma_min, sigma_max=cfg.sample_sigma_max, rho=cfg.rho, generator=generator,
         )
+        if cfg.drop_change_levels > 0:
+            next_x = keep_still_pixels(next_x, frames[:, -1], cfg.drop_change_levels)
+        return next_x
 
     @torch.no_grad()
     def reset_where(
