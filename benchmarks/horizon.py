@@ -148,8 +148,9 @@ def main() -> None:
             cells = "  ".join(f"{s}: {v['sharpness_ratio']:.2f}x / {v['histogram_distance']:.3f}"
                               for s, v in by_step.items())
             print(f"  sharpness ratio / histogram distance, {mode:<15} {cells}")
-        print("  PSNR dream / repeat-last: " + "  ".join(
-            f"{s}: {v['psnr']:.1f}/{v['psnr_baseline']:.1f}" for s, v in fidelity["steps"].items()))
+        print("  PSNR dream / repeat-last (dream's gain ± its s.e.): " + "  ".join(
+            f"{s}: {v['psnr']:.1f}/{v['psnr_baseline']:.1f} ({v['psnr'] - v['psnr_baseline']:+.1f}"
+            f" ± {v['psnr_gain_stderr']:.1f})" for s, v in fidelity["steps"].items()))
     sheet_path, plot_path = out.with_suffix(".png"), out.with_name(out.stem + "_psnr.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     contact_sheet(sheet, sheet_steps, sheet_path)
