@@ -55,10 +55,11 @@ class DiffusionConfig:
     # cannot pile up over a long dream
     requantize_frames: bool = False
     # >0: a dreamed pixel whose colour moved from the last frame by at most this many 8-bit levels
-    # in every channel keeps its last colour. An Atari screen is still almost everywhere (about 1% of
-    # 64x64 KungFuMaster pixels change per step, and 1% of those by one level), but a one-step
-    # residual dream nudges a third of them by one level each step, and those nudges random-walk
-    # into the grid-patterned noise that a long dream dissolves into
+    # in every channel keeps its last colour. An Atari screen is still almost everywhere (under 1%
+    # of 64x64 pixels change per step, four in five of those by more than 16 levels), but a one-step
+    # residual dream nudges a fifth to a third of its pixels by one level each step, and those nudges
+    # random-walk into the grid-patterned noise that a long dream dissolves into. Too high a cut
+    # stops the dream: measure with benchmarks/pixel_changes.py (docs/horizon.md)
     drop_change_levels: int = 0
 
     # reward / termination model
