@@ -30,7 +30,7 @@ def change_shares(changes: np.ndarray) -> dict[str, float]:
     """``changes``: per-pixel change magnitudes (levels). The share of pixels that moved at all, and
     the share of the moved ones in each magnitude bin."""
     moved = changes[changes > 0]
-    shares = {"moved": float((changes > 0).mean())}
+    shares = {"moved": float((changes > 0).mean()), "moved_over_8": float((changes > 8).mean())}
     for lo, hi in BINS:
         shares[f"{lo}-{hi}"] = float(((moved >= lo) & (moved <= hi)).mean()) if moved.size else 0.0
     return shares
@@ -79,11 +79,11 @@ def main() -> None:
             "real, every step of --data": change_shares(every_step)}
     for dream in args.dreams:
         rows[dream] = change_shares(dreamed_changes(dream, data, episodes, args.steps))
-    print(f"{'':<40} {'moved %':>8}  " + " ".join(f"{f'{lo}-{hi}':>7}" for lo, hi in BINS)
-          + "  (% of pixels moved per step, then the moved ones' shares by levels)")
+    print(f"{'':<40} {'moved %':>8} {'>8 lv %':>8}  " + " ".join(f"{f'{lo}-{hi}':>7}" for lo, hi in BINS)
+          + "  (% of pixels moved per step, by more than 8 levels, then the moved ones' shares by levels)")
     for name, shares in rows.items():
-        print(f"{name[-40:]:<40} {100 * shares['moved']:8.3f} " + " ".join(f"{v:7.3f}" for k, v in shares.items()
-                                                                          if k != "moved"))
+        print(f"{name[-40:]:<40} {100 * shares['moved']:8.3f} {100 * shares['moved_over_8']:8.3f} "
+              + " ".join(f"{shares[f'{lo}-{hi}']:7.3f}" for lo, hi in BINS))
     if args.out:
         write_json(args.out, {"data": args.data, "episodes": episodes, "steps": args.steps, "rows": rows,
                               "hardware": describe_hardware()})
