@@ -35,9 +35,10 @@ parser.add_argument("--seed", type=int, default=0)
 args = parser.parse_args()
 
 on_gpu = torch.cuda.is_available()
-# On 2 CPU cores 100k dreamed steps beat random play in KungFuMaster (+8.7 and +9.2 s.e. over two
-# seeds) and in CrazyClimber (+9.8 and +4.6); 40k were not enough in CrazyClimber (+0.8 s.e.), and
-# 300k were worse in KungFuMaster (1,073 against 1,920 at 100k): docs/transfer.md, sections 5, 6, 12.
+# On 2 CPU cores 100k dreamed steps beat random play in KungFuMaster (+8.9, +9.4 and +9.5 s.e. over
+# three PPO seeds) and in CrazyClimber (+6.8); 40k were not enough in CrazyClimber (+0.8 s.e.), and
+# 300k were worse in KungFuMaster (1,073 against 1,920 at 100k): docs/transfer.md, sections 5, 6,
+# 12 and 16.
 steps = args.steps or (1_000_000 if on_gpu else 100_000)
 frame_stack, horizon = 4, 15
 game = neuralenvs.game_of(args.env_id)
