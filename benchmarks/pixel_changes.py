@@ -4,11 +4,11 @@
         --out benchmarks/results/pixel_changes_kungfumaster.json
 
 A pixel's change is the largest of its three channels' changes from the frame before, in 8-bit
-levels. Real frames come from every episode of ``--data``; each dream runs ``--steps`` steps from
-the first frames of the longest episodes under their real actions, beside the real frames of the
-same steps. An Atari screen is still
-almost everywhere, so a dream that moves many pixels by a level or two is drifting, not playing: the
-reason for the diffusion family's ``drop_change_levels`` (docs/horizon.md).
+levels. Each dream runs ``--steps`` steps from the first frames of the longest episodes of
+``--data`` under their real actions, beside the real frames of the same steps (and of every step of
+``--data``). An Atari screen is still almost everywhere, so a dream that moves many pixels by a
+level or two is drifting, not playing: the reason for the diffusion family's ``drop_change_levels``
+(docs/horizon.md). A dream that moves far fewer pixels than the game has stopped.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from neuralenvs.bench.report import write_json
 from neuralenvs.data import EpisodeDataset
 from neuralenvs.registry import load_world_model
 from neuralenvs.utils.device import describe_hardware
+from neuralenvs.world_model import WorldModel
 
 BINS = ((1, 1), (2, 4), (5, 8), (9, 16), (17, 255))  # change magnitudes, in levels, both ends included
 
@@ -42,8 +43,7 @@ def pixel_change(frames: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def dreamed_changes(dream: str, data: EpisodeDataset, episodes: list[int], steps: int) -> np.ndarray:
-    model = load_world_model(dream).eval()
+def dreamed_changes(model: WorldModel, data: EpisodeDataset, episodes: list[int], steps: int) -> np.ndarray:
     k = model.context_frames
     context = np.stack([data.episode(e).frames[:k] for e in episodes])
     actions = np.stack([data.episode(e).actions[: k - 1 + steps] for e in episodes]).astype(np.int64)
@@ -72,13 +72,14 @@ def main() -> None:
     episodes = [e for e in longest if data.episode_lengths[e] > args.steps + 8][: args.rollouts]
     if not episodes:
         raise SystemExit(f"no episode of {args.data} is longer than {args.steps + 8} steps; ask for fewer --steps")
-    k = load_world_model(args.dreams[0]).context_frames
+    models = {dream: load_world_model(dream).eval() for dream in args.dreams}
+    k = next(iter(models.values())).context_frames
     same_steps = np.stack([pixel_change(data.episode(e).frames[k - 1 : k + args.steps]) for e in episodes])
     every_step = np.concatenate([pixel_change(data.episode(e).frames) for e in range(data.num_episodes)])
     rows = {"real, the dreams' episodes and steps": change_shares(same_steps),
             "real, every step of --data": change_shares(every_step)}
-    for dream in args.dreams:
-        rows[dream] = change_shares(dreamed_changes(dream, data, episodes, args.steps))
+    for dream, model in models.items():
+        rows[dream] = change_shares(dreamed_changes(model, data, episodes, args.steps))
     print(f"{'':<40} {'moved %':>8} {'>8 lv %':>8}  " + " ".join(f"{f'{lo}-{hi}':>7}" for lo, hi in BINS)
           + "  (% of pixels moved per step, by more than 8 levels, then the moved ones' shares by levels)")
     for name, shares in rows.items():

@@ -10,7 +10,7 @@ import pytest
 from neuralenvs.data import EpisodeDataset
 from neuralenvs.envs.collect import collect_atari
 from neuralenvs.measure.horizon import histogram_distance, long_rollouts, look_over_horizon, sharpness
-from neuralenvs.registry import load_world_model_and_starts
+from neuralenvs.registry import game_of, load_world_model_and_starts
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -39,8 +39,7 @@ def test_histogram_distance_is_zero_for_the_same_colours_and_one_for_none_shared
     ("neuralenvs/KungFuMaster-diffusion-v0", 300), ("neuralenvs/CrazyClimber-diffusion-v0", 300),
 ])
 def test_a_shipped_dream_keeps_the_games_look(dream: str, steps: int, tmp_path) -> None:
-    game = dream.split("/")[1].split("-")[0]
-    collect_atari(game, tmp_path / "real", 400, seed=123, progress=False)
+    collect_atari(game_of(dream), tmp_path / "real", 400, seed=123, progress=False)
     data = EpisodeDataset(tmp_path / "real")
     real = np.concatenate([data.episode(e).frames for e in range(data.num_episodes)])
     model, starts, _ = load_world_model_and_starts(dream, device="cpu")
