@@ -4,12 +4,18 @@ game's sharpness and colours, so a regression in the sampler or the context hand
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+import torch
 
 from neuralenvs.data import EpisodeDataset
 from neuralenvs.envs.collect import collect_atari
+from neuralenvs.measure.fidelity import measure_fidelity
 from neuralenvs.measure.horizon import histogram_distance, long_rollouts, look_over_horizon, sharpness
+from neuralenvs.models import build_model
+from neuralenvs.models.diffusion import DiffusionConfig
 from neuralenvs.registry import game_of, load_world_model_and_starts
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -53,14 +59,6 @@ def test_a_shipped_dream_keeps_the_games_look(dream: str, steps: int, tmp_path) 
 
 
 def test_a_dream_that_holds_every_pixel_scores_as_repeat_last_frame(tmp_path) -> None:
-    import dataclasses
-
-    import torch
-
-    from neuralenvs.measure.fidelity import measure_fidelity
-    from neuralenvs.models import build_model
-    from neuralenvs.models.diffusion import DiffusionConfig
-
     collect_atari("Boxing", tmp_path / "real", 300, seed=0, progress=False)
     data = EpisodeDataset(tmp_path / "real")
     torch.manual_seed(0)
