@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neuralenvs.nn.attention import attention
+
 GROUP_SIZE = 32  # channels per normalisation group (fewer channels -> a single group)
 NORM_EPS = 1e-5
 ATTN_HEAD_DIM = 8
@@ -96,7 +98,7 @@ class SelfAttention2d(nn.Module):
         b, c, h, w = x.shape
         qkv = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w)
         q, k, v = qkv.transpose(-1, -2).unbind(dim=1)  # each [B, heads, HW, head_dim]
-        y = F.scaled_dot_product_attention(q, k, v)
+        y = attention(q, k, v)
         return x + self.out(y.transpose(-1, -2).reshape(b, c, h, w))
 
 

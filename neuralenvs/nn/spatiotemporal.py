@@ -23,8 +23,9 @@ Every query must be allowed at least one key (its own frame, typically), or its 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from neuralenvs.nn.attention import attention
 
 # per layer: the temporal keys and values of the context frames, each [B * S, heads, Tc, head_dim]
 LayerKV = tuple[torch.Tensor, torch.Tensor]
@@ -49,7 +50,7 @@ class _Attention(nn.Module):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask, dropout_p=p)
+        y = attention(q, k, v, mask, dropout=p)
         n, _, length, _ = y.shape
         return self.proj(y.transpose(1, 2).reshape(n, length, -1))
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from neuralenvs.nn.attention import attention
 
 
 @dataclass
@@ -103,7 +104,7 @@ class CausalSelfAttention(nn.Module):
         """Full causal attention over ``x[B, T, dim]``; also returns this layer's keys and values."""
         q, k, v = self._qkv(x)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        y = attention(q, k, v, causal=True, dropout=p)
         return self._out(y), k, v
 
     def forward_cached(
@@ -116,7 +117,7 @@ class CausalSelfAttention(nn.Module):
         rows = torch.arange(x.shape[0], device=x.device)[:, None]
         cache_k[rows, :, slots] = k.transpose(1, 2).to(cache_k.dtype)  # [B, T, heads, head_dim]
         cache_v[rows, :, slots] = v.transpose(1, 2).to(cache_v.dtype)
-        y = F.scaled_dot_product_attention(q, cache_k.to(q.dtype), cache_v.to(q.dtype), attn_mask=mask)
+        y = attention(q, cache_k, cache_v, mask)
         return self._out(y)
 
 
@@ -165,9 +166,13 @@ class Transformer(nn.Module):
     def empty_cache(
         self, batch_size: int, capacity: int, device: torch.device | None = None, dtype: torch.dtype | None = None
     ) -> KVCache:
+        """An empty cache; its ``dtype`` defaults to the one keys are computed in (autocast's, when
+        autocast is on): a cache in another dtype is cast at every attention call."""
         p = self.ln_f.weight
+        if dtype is None:
+            dtype = torch.get_autocast_dtype(p.device.type) if torch.is_autocast_enabled(p.device.type) else p.dtype
         return KVCache.empty(
-            self.num_layers, batch_size, self.heads, capacity, self.head_dim, device or p.device, dtype or p.dtype
+            self.num_layers, batch_size, self.heads, capacity, self.head_dim, device or p.device, dtype
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
