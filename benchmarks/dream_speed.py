@@ -7,10 +7,12 @@
 
 For each dream and batch size: dreamed transitions/s over a fixed number of seconds (after a
 warm-up step that is not timed), FLOPs per transition counted from the model by
-``torch.utils.flop_counter`` (one step at batch 64), and the share of the machine's peak. The peak
-is a large matrix product in fp32 and in bf16, both timed in this run with the same thread count,
-so the figures of one run compare like with like on a noisy shared machine; the figure to compare
-*across* runs is transitions/s per GFLOP/s of fp32 matmul (``per_fp32_gflops``).
+``torch.utils.flop_counter`` (8 steps at batch 16, after 16 uncounted ones), and the share of the
+machine's peak. The peak is a large matrix product in fp32 and in bf16, both timed in this run with
+the same thread count, so the figures of one run compare like with like on a noisy shared machine;
+the figure to compare *across* runs is transitions/s per GFLOP/s of fp32 matmul
+(``per_fp32_gflops``). A share can pass 100%: oneDNN's direct convolutions can run faster than
+its matrix product does.
 
 The loop profile trains PPO (the package's default settings) in each dream for ``--loop-steps``
 agent steps and splits the wall-clock into: each top-level module of the world model (forward
@@ -31,13 +33,19 @@ from torch.utils.flop_counter import FlopCounterMode
 from neuralenvs.bench.report import write_json
 from neuralenvs.envs.dream import PRECISIONS, dreaming
 from neuralenvs.utils.device import describe_hardware, resolve_device
+from neuralenvs.utils.memory import reuse_freed_memory
 
 BATCHES = (1, 16, 64, 256)
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 2.0) -> float:
-    """FLOP/s of a large square matrix product in ``dtype``: the practical peak of this device."""
-    n = 4096 if device.type == "cuda" else 2048
+    """FLOP/s of a large square matrix product in ``dtype`` (the better of two sizes): the practical
+    peak of this device."""
+    sizes = (4096, 8192) if device.type == "cuda" else (2048, 4096)
+    return max(_matmul_rate(device, dtype, n, seconds / len(sizes)) for n in sizes)
+
+
+def _matmul_rate(device: torch.device, dtype: torch.dtype, n: int, seconds: float) -> float:
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
@@ -63,14 +71,22 @@ def _random_context(model, batch: int, device: torch.device, g: torch.Generator)
     return frames, actions
 
 
-def flops_per_transition(model, device: torch.device, batch: int = 64) -> float:
-    """FLOPs of one dream step (world model and heads), per dreamed transition."""
+def flops_per_transition(model, device: torch.device, batch: int = 16, warm_steps: int = 16,
+                         counted_steps: int = 8) -> float:
+    """FLOPs of the dream's step (world model and heads) per dreamed transition, averaged over
+    ``counted_steps`` steps after ``warm_steps`` uncounted ones: a steady state, in which a
+    family that recomputes its context now and then (the token family's sliding window) has done so
+    as often as it does in a long dream."""
     g = torch.Generator(device=device).manual_seed(0)
     state = model.init_state(*_random_context(model, batch, device, g))
     actions = torch.randint(0, model.num_actions, (batch,), device=device, generator=g)
-    with FlopCounterMode(display=False) as counter:
-        model.step(state, actions, g)
-    return counter.get_total_flops() / batch
+    with torch.no_grad():
+        for _ in range(warm_steps):
+            state = model.step(state, actions, g).state
+        with FlopCounterMode(display=False) as counter:
+            for _ in range(counted_steps):
+                state = model.step(state, actions, g).state
+    return counter.get_total_flops() / (batch * counted_steps)
 
 
 def transitions_per_second(model, batch: int, device: torch.device, seconds: float, precision: str = "fp32") -> float:
@@ -180,23 +196,28 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", help="time untrained named configs instead of dreams")
     parser.add_argument("--num-actions", type=int, default=18, help="with --configs")
     parser.add_argument("--batches", nargs="+", type=int, default=list(BATCHES))
-    parser.add_argument("--precision", nargs="+", choices=PRECISIONS[:2], default=["fp32"],
+    parser.add_argument("--precision", nargs="+", choices=PRECISIONS[:2], default=["fp32", "bf16"],
                         help="time the dreams in each of these (bf16: autocast, as a dream env's precision='bf16')")
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per measurement")
     parser.add_argument("--loop-steps", type=int, default=4096,
                         help="agent steps of the loop profile per dream (0: no profile)")
     parser.add_argument("--loop-envs", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--fresh-pages", action="store_true",
+                        help="leave glibc's malloc as it is (large tensors paged in anew each time) instead of "
+                             "neuralenvs.utils.memory.reuse_freed_memory, as the CLI runs")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default="benchmarks/results/dream_speed.json")
     args = parser.parse_args()
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    reused = False if args.fresh_pages else reuse_freed_memory()
     device = resolve_device(args.device)
     peaks = {name: matmul_peak(device, dtype) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     print(f"device {device} ({describe_hardware()}), {torch.get_num_threads()} threads, matmul peak "
-          f"fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
+          f"fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s, freed memory "
+          f"{'reused' if reused else 'returned to the system'}")
     rows, loops = [], []
     for label, checkpoint, model in _models(args, device):
         flops = flops_per_transition(model, device)
@@ -220,7 +241,7 @@ def main() -> None:
             print(f"  training loop: {loop['loop_transitions_per_second']:.1f} transitions/s; where the time goes:")
             for part, share in sorted(loop["parts_share"].items(), key=lambda kv: -kv[1]):
                 print(f"    {part:<44} {100 * share:5.1f}%")
-    write_json(args.out, {"device": str(device), "torch_threads": torch.get_num_threads(),
+    write_json(args.out, {"device": str(device), "torch_threads": torch.get_num_threads(), "reuse_freed_memory": reused,
                           "matmul_peak_flops": peaks, "rows": rows, "loops": loops})
 
 

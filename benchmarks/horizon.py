@@ -2,6 +2,7 @@
 
     python benchmarks/horizon.py --data data/boxing-test                         # every shipped Boxing dream
     python benchmarks/horizon.py runs/cc-sigma/checkpoint --data data/crazyclimber-test --steps 300
+    python benchmarks/horizon.py neuralenvs/Boxing-genie-v0 --data data/boxing-test --precision fp32 bf16
 
 From real starts of the held-out episodes in ``--data``, each dream runs under random actions and
 under a real episode's actions (then random once the episode is over), and its frames at steps 50,
@@ -17,6 +18,7 @@ real episode's end shows grey) and a plot of PSNR against horizon for each dream
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from pathlib import Path
 
@@ -26,6 +28,7 @@ import torch
 
 from neuralenvs.bench.report import write_json
 from neuralenvs.data import EpisodeDataset
+from neuralenvs.envs.dream import PRECISIONS, dreaming
 from neuralenvs.measure.fidelity import measure_fidelity
 from neuralenvs.measure.horizon import LOOK_STEPS, long_rollouts, look_over_horizon
 from neuralenvs.registry import game_of, load_world_model, shipped_checkpoints
@@ -107,6 +110,8 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=8, help="dreams per action mode")
     parser.add_argument("--steps", type=int, default=max(LOOK_STEPS), help="longest horizon")
     parser.add_argument("--windows", type=int, default=64, help="PSNR windows (measure_fidelity)")
+    parser.add_argument("--precision", nargs="+", choices=PRECISIONS[:2], default=["fp32"],
+                        help="dream in each of these (bf16: autocast, as a dream env's precision='bf16')")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/horizon_<game>.json)")
@@ -125,25 +130,30 @@ def main() -> None:
     sheet_steps = [s for s in SHEET_STEPS if s <= args.steps]
     real_pool = np.concatenate([data.episode(e).frames[:: 10] for e in episodes])  # the game's look
     results, sheet = {}, {}
-    for dream in dreams:
+    for dream, precision in itertools.product(dreams, args.precision):
         t0 = time.perf_counter()
         model = load_world_model(dream, device="cpu").eval()
+        name = dream if len(args.precision) == 1 else f"{dream} ({precision})"
         ctx, ctx_actions, real_actions, random_actions, real_frames = starts_and_actions(
             data, episodes, model.context_frames, args.rollouts, args.steps, model.num_actions,
             np.random.default_rng(args.seed))
         look = {}
-        for mode, acts in (("random actions", random_actions), ("real actions", real_actions)):
-            kept = long_rollouts(model, ctx, ctx_actions, acts, set(look_steps) | set(sheet_steps), args.seed)
-            look[mode] = look_over_horizon({s: kept[s] for s in look_steps}, real_pool)
-            if mode == "real actions":
-                if "real episode" not in sheet:
-                    sheet["real episode"] = [real_frames[0][s - 1] if s <= len(real_frames[0]) else None
-                                             for s in sheet_steps]
-                sheet[_label(dream)] = [kept[s][0] for s in sheet_steps]
-        fidelity = measure_fidelity(model, data, episodes, steps=tuple(s for s in PSNR_STEPS if s <= args.steps),
-                                    num_windows=args.windows, seed=args.seed)
-        results[dream] = {"look": look, "psnr": {"steps": fidelity["steps"]}, "seconds": time.perf_counter() - t0}
-        print(f"\n{dream}")
+        with dreaming(model, precision):
+            for mode, acts in (("random actions", random_actions), ("real actions", real_actions)):
+                kept = long_rollouts(model, ctx, ctx_actions, acts, set(look_steps) | set(sheet_steps), args.seed)
+                look[mode] = look_over_horizon({s: kept[s] for s in look_steps}, real_pool)
+                if mode == "real actions":
+                    if "real episode" not in sheet:
+                        sheet["real episode"] = [real_frames[0][s - 1] if s <= len(real_frames[0]) else None
+                                                 for s in sheet_steps]
+                    sheet[_label(dream) + ("" if len(args.precision) == 1 else f" {precision}")] = [
+                        kept[s][0] for s in sheet_steps]
+            fidelity = measure_fidelity(model, data, episodes,
+                                        steps=tuple(s for s in PSNR_STEPS if s <= args.steps),
+                                        num_windows=args.windows, seed=args.seed)
+        results[name] = {"look": look, "psnr": {"steps": fidelity["steps"]}, "precision": precision,
+                         "seconds": time.perf_counter() - t0}
+        print(f"\n{name}")
         for mode, by_step in look.items():
             cells = "  ".join(f"{s}: {v['sharpness_ratio']:.2f}x / {v['histogram_distance']:.3f}"
                               for s, v in by_step.items())

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from neuralenvs.errors import NeuralEnvsError
+from neuralenvs.utils.memory import reuse_freed_memory
 
 
 def _write_json(result: dict, path: str | None) -> None:
@@ -336,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    reuse_freed_memory()  # dreams and PPO updates allocate large tensors many times a second
     try:
         args.func(args)
     except (NeuralEnvsError, ValueError, FileNotFoundError) as error:

@@ -37,6 +37,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvO
 
 from neuralenvs.envs.dream import DreamVectorEnv
 from neuralenvs.utils.io import temp_sibling
+from neuralenvs.utils.memory import reuse_freed_memory
 
 __all__ = [
     "ALGORITHMS",
@@ -243,7 +244,10 @@ def train_in_dream(
     ``save_every`` steps and at the end, and a call that finds it resumes that agent and trains
     only the steps still missing to ``total_timesteps`` (a killed run loses at most
     ``save_every`` steps; a finished one asked for more trains the difference).
+
+    Large freed tensors are kept for reuse from here on (:func:`neuralenvs.utils.memory.reuse_freed_memory`).
     """
+    reuse_freed_memory()
     name, cls = _algorithm(algo)
     vec_env = make_sb3_env(env, n_envs, **(env_kwargs or {}))
     if save_path is not None and Path(save_path).exists():

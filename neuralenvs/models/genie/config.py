@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from neuralenvs.models.presets import (
     check_levels,
@@ -34,6 +34,9 @@ class GenieConfig:
     a 1024-code tokenizer, 25 MaskGIT steps) at a size one GPU trains (65M parameters), not
     Genie's 11B.
     """
+
+    # how a trained model dreams, not what it learned: `neuralenvs resample` may change these
+    DREAM_TIME_FIELDS: ClassVar[tuple[str, ...]] = ("maskgit_steps", "temperature", "sample_action_map")
 
     # ---- tokenizer: frame -> (H / f) x (W / f) tokens, f = tok_patch_size * 2^(levels - 1)
     vocab_size: int = 1024

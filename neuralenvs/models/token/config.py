@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from neuralenvs.models.presets import (
     check_between,
@@ -24,6 +24,9 @@ class TokenConfig:
     have to download, so we use L1 + L2 + an image-gradient L1 instead, and l2-normalised codes
     (see ``neuralenvs.nn.quantize``).
     """
+
+    # how a trained model dreams, not what it learned: `neuralenvs resample` may change these
+    DREAM_TIME_FIELDS: ClassVar[tuple[str, ...]] = ("slide_frames", "temperature")
 
     # ---- tokenizer: a VQ autoencoder, frame -> (H / f) x (W / f) tokens, f = patch * 2^(levels - 1)
     vocab_size: int = 512  # codebook entries
