@@ -270,8 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start half the dreams in windows of this episode dataset, e.g. real play of an agent "
                         "trained in the dream (neuralenvs collect --policy); its steps count as real steps")
     p.add_argument("--device", default=None)
-    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
-                   help="bf16: dream under bf16 autocast (faster with AMX and on GPUs); auto: bf16 where native")
+    p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=None,
+                   help="bf16: dream under bf16 autocast (faster with AMX / AVX-512 bf16 and on GPUs); "
+                        "auto (the default): bf16 where native")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     p.add_argument("--record", action="store_true", help="also store the result in the checkpoint's metrics")

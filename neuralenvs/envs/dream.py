@@ -47,6 +47,9 @@ def _check_positive_int(value: Any, name: str) -> int:
 
 
 PRECISIONS = ("fp32", "bf16", "auto")
+# bf16 where the hardware runs it natively: the shipped dreams' PSNR at steps 1 to 50 moves by at
+# most 0.2 dB from fp32's (docs/speed.md), and they dream 1.2 to 1.9 times as fast on this CPU
+DEFAULT_PRECISION = "auto"
 
 
 @contextlib.contextmanager
@@ -90,9 +93,9 @@ class DreamVectorEnv(VectorEnv):
             (``AutoresetMode.DISABLED``): restart them with ``reset(options={"reset_mask": m})``.
         max_episode_steps: alias of ``horizon``, accepted because ``gymnasium.make_vec`` passes a
             registered ``max_episode_steps`` to vector entry points; it wins when given.
-        precision: ``"fp32"``, ``"bf16"`` (the model runs under bf16 autocast: about 1.5 to 2
-            times the speed on a CPU with AMX; ``benchmarks/dream_speed.py`` measures it) or
-            ``"auto"`` (bf16 on a GPU with bf16 or a CPU with AMX / AVX-512 bf16, else fp32).
+        precision: ``"auto"`` (the default: bf16 on a GPU with bf16 or a CPU with AMX / AVX-512
+            bf16, else fp32), ``"fp32"`` or ``"bf16"`` (the model runs under bf16 autocast;
+            ``benchmarks/dream_speed.py`` measures the speed, docs/speed.md the fidelity).
 
     ``step`` returns rewards as float32 (the dtype SB3 buffers use; gymnasium's own vector envs use
     float64) and terminated / truncated as bool. A dream that ends at the horizon by termination is
@@ -128,7 +131,7 @@ class DreamVectorEnv(VectorEnv):
         sample_heads: bool = False,
         autoreset: bool = True,
         max_episode_steps: int | None = None,
-        precision: str = "fp32",
+        precision: str = DEFAULT_PRECISION,
     ) -> None:
         if not isinstance(model, WorldModel):
             raise TypeError(f"model must be a neuralenvs WorldModel, got {type(model).__name__}")
@@ -456,7 +459,7 @@ class DreamEnv(gym.Env):
         render_mode: str | None = None,
         sample_heads: bool = False,
         max_episode_steps: int | None = None,
-        precision: str = "fp32",
+        precision: str = DEFAULT_PRECISION,
     ) -> None:
         self.vector_env = DreamVectorEnv(
             model,
