@@ -48,8 +48,8 @@ out.mkdir(parents=True, exist_ok=True)
 print(f"dream {args.env_id} on {'cuda' if on_gpu else 'cpu'}; real game {real_id}")
 
 # 1-2. Train PPO in the dream: n_envs dreams advance together in one batched forward pass.
-dream = make_sb3_env(args.env_id, n_envs=args.n_envs, horizon=horizon, frame_stack=frame_stack, sample_heads=True,
-                     precision="auto")  # bf16 where this machine runs it natively
+# Dreams run in bf16 where this machine runs it natively (precision="auto", the default).
+dream = make_sb3_env(args.env_id, n_envs=args.n_envs, horizon=horizon, frame_stack=frame_stack, sample_heads=True)
 t0 = time.perf_counter()
 # PPO with 64 steps per dream between updates (neuralenvs.sb3's default for dreams).
 agent = train_in_dream("ppo", dream, total_timesteps=steps, seed=args.seed, progress_bar=True)

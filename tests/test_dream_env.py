@@ -515,10 +515,13 @@ def test_bf16_precision_runs_the_model_under_autocast(family: str) -> None:
         DreamVectorEnv(model, bank, 1, precision="fp16")
 
 
-def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch, world_model: WorldModel,
-                                             start_bank: StartBank) -> None:
+def test_auto_precision_is_the_default_and_follows_the_hardware(monkeypatch: pytest.MonkeyPatch,
+                                                                world_model: WorldModel,
+                                                                start_bank: StartBank) -> None:
     import neuralenvs.envs.dream as dream_module
 
     for native, expected in ((True, "bf16"), (False, "fp32")):
         monkeypatch.setattr(dream_module, "has_fast_bf16", lambda device, native=native: native)
         assert DreamVectorEnv(world_model, start_bank, 1, precision="auto").precision == expected
+        assert DreamVectorEnv(world_model, start_bank, 1).precision == expected
+        assert dream_module.DreamEnv(world_model, start_bank).vector_env.precision == expected
