@@ -21,12 +21,14 @@ from dream_speed import transitions_per_second  # noqa: E402
 
 from neuralenvs.bench.report import write_json
 from neuralenvs.checkpoint import build_world_model, load_checkpoint  # noqa: E402
-from neuralenvs.utils.device import describe_hardware, resolve_device  # noqa: E402
+from neuralenvs.envs.dream import PRECISIONS  # noqa: E402
+from neuralenvs.utils.device import describe_hardware, has_fast_bf16, resolve_device  # noqa: E402
+from neuralenvs.utils.memory import reuse_freed_memory  # noqa: E402
 
 FIDELITY_STEPS = ("1", "5", "15", "50")
 
 
-def summarize(path: str, batches: list[int], device: torch.device, seconds: float) -> dict:
+def summarize(path: str, batches: list[int], device: torch.device, seconds: float, precision: str = "fp32") -> dict:
     checkpoint = load_checkpoint(path)
     model = build_world_model(checkpoint, device=device)
     metrics = checkpoint.config.get("metrics", {})
@@ -58,9 +60,10 @@ def summarize(path: str, batches: list[int], device: torch.device, seconds: floa
         },
         "controllability": metrics.get("controllability"),  # latent-action families only
         "speed": {},
+        "precision": precision,
     }
     for batch in batches:
-        row["speed"][str(batch)] = transitions_per_second(model, batch, device, seconds)
+        row["speed"][str(batch)] = transitions_per_second(model, batch, device, seconds, precision)
     return row
 
 
@@ -96,7 +99,7 @@ def markdown(rows: list[dict], batches: list[int]) -> str:
         f"{r['utility']['dream_steps']} dream steps, {r['utility']['episodes']} episodes" for r in rows
     ])
     for b in batches:
-        add(f"dreamed transitions/s, batch {b}", [f"{r['speed'][str(b)]:.0f}" for r in rows])
+        add(f"dreamed transitions/s, batch {b} ({rows[0]['precision']})", [f"{r['speed'][str(b)]:.0f}" for r in rows])
     add("parameters", [f"{r['parameters'] / 1e6:.2f}M" for r in rows])
     add("checkpoint size", [f"{r['size_mb']:.1f} MB" for r in rows])
     add("training steps / wall-clock", [
@@ -111,16 +114,20 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[16, 64])
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per speed measurement")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="the dreams' precision for the speed rows (auto: bf16 where native, as a dream env)")
     parser.add_argument("--out", default="benchmarks/results/compare_families.json")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    rows = [summarize(path, args.batches, device, args.seconds) for path in args.checkpoints]
+    reuse_freed_memory()  # as the command line runs
+    precision = args.precision if args.precision != "auto" else ("bf16" if has_fast_bf16(device) else "fp32")
+    rows = [summarize(path, args.batches, device, args.seconds, precision) for path in args.checkpoints]
     table = markdown(rows, args.batches)
-    print(f"device {device} ({describe_hardware()}), {torch.get_num_threads()} torch threads\n")
+    print(f"device {device} ({describe_hardware()}), {torch.get_num_threads()} torch threads, {precision}\n")
     print(table)
     result = {"device": str(device), "hardware": describe_hardware(), "torch_threads": torch.get_num_threads(),
-              "rows": rows, "markdown": table}
+              "precision": precision, "rows": rows, "markdown": table}
     write_json(args.out, result)
     print(f"\nwrote {args.out}")
 

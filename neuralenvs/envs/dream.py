@@ -48,7 +48,8 @@ def _check_positive_int(value: Any, name: str) -> int:
 
 PRECISIONS = ("fp32", "bf16", "auto")
 # bf16 where the hardware runs it natively: the shipped dreams' PSNR at steps 1 to 50 moves by at
-# most 0.2 dB from fp32's (docs/speed.md), and they dream 1.2 to 1.9 times as fast on this CPU
+# most 0.2 dB from fp32's, and they dream 1.1 to 2 times as fast at batch 16 to 256 on a 2-core
+# EPYC with AVX-512 bf16 (the token dream is slower at batch 1 and no faster at 16; docs/speed.md)
 DEFAULT_PRECISION = "auto"
 
 

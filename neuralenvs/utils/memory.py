@@ -5,8 +5,9 @@ glibc's ``malloc`` serves a block above its mmap threshold (128 KiB, rising by i
 block of that size is paged in again, one page fault per 4 KiB on first touch. A dream step and a
 PPO minibatch allocate and free tensors of several to tens of MB many times a second: on the 2-core
 AMD EPYC this project measures on, dividing a minibatch of 256 stacked 64x64x12 observations by 255
-took 36 ms with fresh pages and 7 ms with reused ones, and the whole imagination loop spent a large
-share of its time in page faults (``benchmarks/dream_speed.py`` measures both ways).
+took 36 ms with fresh pages and 7 ms with reused ones; PPO's update in a dream took half the time
+and the whole imagination loop ran 1.2 to 1.3 times as fast (``benchmarks/dream_speed.py
+--fresh-pages`` measures without it; docs/speed.md).
 
 :func:`reuse_freed_memory` raises the mmap and trim thresholds, so such blocks come from and go
 back to the heap. The process then keeps its peak memory instead of returning it to the system,
