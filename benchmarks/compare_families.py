@@ -21,8 +21,8 @@ from dream_speed import transitions_per_second  # noqa: E402
 
 from neuralenvs.bench.report import write_json
 from neuralenvs.checkpoint import build_world_model, load_checkpoint  # noqa: E402
-from neuralenvs.envs.dream import PRECISIONS  # noqa: E402
-from neuralenvs.utils.device import describe_hardware, has_fast_bf16, resolve_device  # noqa: E402
+from neuralenvs.envs.dream import PRECISIONS, resolve_precision  # noqa: E402
+from neuralenvs.utils.device import describe_hardware, resolve_device  # noqa: E402
 from neuralenvs.utils.memory import reuse_freed_memory  # noqa: E402
 
 FIDELITY_STEPS = ("1", "5", "15", "50")
@@ -121,7 +121,7 @@ def main() -> None:
 
     device = resolve_device(args.device)
     reuse_freed_memory()  # as the command line runs
-    precision = args.precision if args.precision != "auto" else ("bf16" if has_fast_bf16(device) else "fp32")
+    precision = resolve_precision(args.precision, device)
     rows = [summarize(path, args.batches, device, args.seconds, precision) for path in args.checkpoints]
     table = markdown(rows, args.batches)
     print(f"device {device} ({describe_hardware()}), {torch.get_num_threads()} torch threads, {precision}\n")

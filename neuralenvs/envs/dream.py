@@ -53,6 +53,16 @@ PRECISIONS = ("fp32", "bf16", "auto")
 DEFAULT_PRECISION = "auto"
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"fp32"`` or ``"bf16"``: ``precision`` itself, or for ``"auto"`` bf16 where ``device`` runs
+    it natively."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if has_fast_bf16(device) else "fp32"
+    return precision
+
+
 @contextlib.contextmanager
 def dreaming(model: WorldModel, precision: str = "fp32") -> Iterator[None]:
     """Inference without autograd and in eval mode (no dropout, batch-norm running statistics),
@@ -144,12 +154,8 @@ class DreamVectorEnv(VectorEnv):
         if output not in ("numpy", "torch"):
             raise ValueError(f"output must be 'numpy' or 'torch', got {output!r}")
         self.output = output
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.device = resolve_device(device)
-        if precision == "auto":  # bf16 where the hardware runs it natively
-            precision = "bf16" if has_fast_bf16(self.device) else "fp32"
-        self.precision = precision
+        self.precision = resolve_precision(precision, self.device)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}"
