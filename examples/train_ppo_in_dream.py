@@ -1,6 +1,6 @@
 """Train a PPO agent entirely inside a dreamed Atari game, then play the real game with it.
 
-    python examples/train_ppo_in_dream.py                 # the shipped KungFuMaster dream, ~10 min on 2 CPU cores
+    python examples/train_ppo_in_dream.py                 # the shipped KungFuMaster dream, ~5 min on 2 CPU cores
     python examples/train_ppo_in_dream.py --steps 2000000 # far more on a GPU
 
 Steps: (1) load the dream, (2) train PPO in it (dreams of 15 steps started from real game states,
