@@ -73,7 +73,7 @@ def measure_utility(
     the real game. With ``run_dir``, the agent is saved there as it trains and a rerun resumes it.
     With ``starts_from`` (an episode dataset), half the dreams start from windows of its episodes
     (:func:`with_starts_from`). ``precision`` is the dream's (None: the dream env's default)."""
-    from neuralenvs.envs.dream import DreamVectorEnv
+    from neuralenvs.envs.dream import DEFAULT_PRECISION, DreamVectorEnv
     from neuralenvs.registry import load_world_model_and_starts, real_env_id
     from neuralenvs.sb3 import evaluate, evaluate_random, make_sb3_env, saved_agent_steps, train_in_dream
 
@@ -86,7 +86,7 @@ def measure_utility(
         starts, own_starts = with_starts_from(starts, starts_from, model.num_actions, seed)
     dream = DreamVectorEnv(
         model, starts, num_envs=n_envs, horizon=horizon, frame_stack=frame_stack, device=model.device,
-        sample_heads=sample_heads, **({} if precision is None else {"precision": precision}),
+        sample_heads=sample_heads, precision=precision or DEFAULT_PRECISION,
     )
     save_path = None if run_dir is None else Path(run_dir) / "agent.zip"
     steps_before = saved_agent_steps(save_path) if save_path is not None else 0

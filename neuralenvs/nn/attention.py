@@ -40,4 +40,3 @@ def attention(
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     weights = scores.softmax(dim=-1)
     return weights.to(q.dtype) @ v
-
