@@ -3,9 +3,13 @@
     python benchmarks/horizon.py --data data/boxing-test                         # every shipped Boxing dream
     python benchmarks/horizon.py runs/cc-sigma/checkpoint --data data/crazyclimber-test --steps 300
     python benchmarks/horizon.py neuralenvs/Boxing-genie-v0 --data data/boxing-test --precision fp32 bf16
+    python benchmarks/horizon.py neuralenvs/KungFuMaster-diffusion-v0 --data data/kungfumaster-test \
+        --agent demo_out/ppo_in_dream.zip                                       # also steered by an agent
 
 From real starts of the held-out episodes in ``--data``, each dream runs under random actions and
-under a real episode's actions (then random once the episode is over), and its frames at steps 50,
+under a real episode's actions (then random once the episode is over), and, with ``--agent``, under
+an agent trained in a dream (``make demo``'s ``demo_out/ppo_in_dream.zip``), which goes where
+neither random nor recorded actions go (a fighter that keeps walking and kicking). Its frames at steps 50,
 100, 300 and 1,000 are scored by their look (``neuralenvs.measure.horizon``: sharpness ratio and
 colour-histogram distance against real frames of the game). PSNR and SSIM against the real episode
 at steps 1, 5, 15, 50, 100 and 300, beside repeat-last-frame, come from ``measure_fidelity``.
@@ -30,7 +34,7 @@ from neuralenvs.bench.report import write_json
 from neuralenvs.data import EpisodeDataset
 from neuralenvs.envs.dream import PRECISIONS, dreaming
 from neuralenvs.measure.fidelity import measure_fidelity
-from neuralenvs.measure.horizon import LOOK_STEPS, long_rollouts, look_over_horizon
+from neuralenvs.measure.horizon import LOOK_STEPS, Policy, long_rollouts, look_over_horizon
 from neuralenvs.registry import game_of, load_world_model, shipped_checkpoints
 from neuralenvs.utils.device import describe_hardware
 
@@ -56,6 +60,27 @@ def starts_and_actions(data: EpisodeDataset, episodes: list[int], k: int, n: int
     random_actions = rng.integers(0, num_actions, (n, steps))
     return (np.stack(context), np.stack(context_actions).astype(np.int64), np.stack(real_actions).astype(np.int64),
             random_actions.astype(np.int64), real_frames)
+
+
+def agent_policy(path: str, algo: str) -> Policy:
+    """A saved SB3 agent (``neuralenvs.sb3``'s ``algo``) choosing from the frames it sees, stacked as a
+    dream env with its ``frame_stack`` stacks them (oldest first; the oldest repeated while there
+    are fewer). It samples its actions, as in training."""
+    from neuralenvs.sb3 import ALGORITHMS
+
+    agent = ALGORITHMS[algo].load(path, device="cpu")
+    shape = agent.observation_space.shape
+    channels = min(shape[0], shape[-1])  # channels first (as SB3 stores image spaces) or last
+
+    def choose(seen: np.ndarray) -> np.ndarray:
+        b, n, h, w, c = seen.shape
+        stack = channels // c
+        if n < stack:
+            seen = np.concatenate([np.repeat(seen[:, :1], stack - n, axis=1), seen], axis=1)
+        obs = seen[:, -stack:].transpose(0, 2, 3, 1, 4).reshape(b, h, w, stack * c)
+        return agent.predict(obs, deterministic=False)[0]
+
+    return choose
 
 
 def _label(dream: str) -> str:
@@ -112,6 +137,9 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=64, help="PSNR windows (measure_fidelity)")
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS[:2], default=["fp32"],
                         help="dream in each of these (bf16: autocast, as a dream env's precision='bf16')")
+    parser.add_argument("--agent", default=None, help="also dream under this SB3 agent's actions (a .zip saved "
+                        "by train_in_dream, e.g. demo_out/ppo_in_dream.zip); look only")
+    parser.add_argument("--algo", default="ppo", help="the --agent's algorithm (ppo, a2c, dqn)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/horizon_<game>.json)")
@@ -139,8 +167,13 @@ def main() -> None:
             np.random.default_rng(args.seed))
         look = {}
         with dreaming(model, precision):
-            for mode, acts in (("random actions", random_actions), ("real actions", real_actions)):
-                kept = long_rollouts(model, ctx, ctx_actions, acts, set(look_steps) | set(sheet_steps), args.seed)
+            modes = [("random actions", random_actions), ("real actions", real_actions)]
+            if args.agent:
+                modes.append(("agent actions", agent_policy(args.agent, args.algo)))
+            for mode, acts in modes:
+                torch.manual_seed(args.seed)  # an agent samples from torch's global generator
+                kept = long_rollouts(model, ctx, ctx_actions, acts, set(look_steps) | set(sheet_steps), args.seed,
+                                     steps=args.steps)
                 look[mode] = look_over_horizon({s: kept[s] for s in look_steps}, real_pool)
                 if mode == "real actions":
                     if "real episode" not in sheet:
@@ -166,8 +199,8 @@ def main() -> None:
     contact_sheet(sheet, sheet_steps, sheet_path)
     psnr_plot(results, plot_path)
     write_json(out, {"game": game, "data": args.data, "episodes": episodes, "rollouts": args.rollouts,
-                     "hardware": describe_hardware(), "dreams": results, "contact_sheet": str(sheet_path),
-                     "psnr_plot": str(plot_path)})
+                     "agent": args.agent, "hardware": describe_hardware(), "dreams": results,
+                     "contact_sheet": str(sheet_path), "psnr_plot": str(plot_path)})
     print(f"wrote {sheet_path} and {plot_path}")
 
 

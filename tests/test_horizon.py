@@ -13,7 +13,13 @@ import torch
 from neuralenvs.data import EpisodeDataset
 from neuralenvs.envs.collect import collect_atari
 from neuralenvs.measure.fidelity import measure_fidelity
-from neuralenvs.measure.horizon import histogram_distance, long_rollouts, look_over_horizon, sharpness
+from neuralenvs.measure.horizon import (
+    POLICY_HISTORY,
+    histogram_distance,
+    long_rollouts,
+    look_over_horizon,
+    sharpness,
+)
 from neuralenvs.models import build_model
 from neuralenvs.models.diffusion import DiffusionConfig
 from neuralenvs.registry import game_of, load_world_model_and_starts
@@ -68,3 +74,28 @@ def test_a_dream_that_holds_every_pixel_scores_as_repeat_last_frame(tmp_path) ->
     for s in ("1", "5"):
         assert steps[s]["psnr"] == steps[s]["psnr_baseline"]
         assert steps[s]["psnr_gain_stderr"] == 0.0 < steps[s]["psnr_stderr"]  # paired: the same windows
+
+
+def test_a_policy_steers_a_long_rollout_from_what_the_dream_shows_it() -> None:
+    torch.manual_seed(0)
+    model = build_model("diffusion", dataclasses.asdict(DiffusionConfig.named("tiny")), (16, 16, 3), 4).eval()
+    k = model.context_frames
+    context = np.random.default_rng(0).integers(0, 256, (2, k, 16, 16, 3), dtype=np.uint8)
+    context_actions = np.zeros((2, k - 1), np.int64)
+    fixed = np.array([[1, 2, 3] * 8, [3, 0, 1] * 8])  # [B, 24]
+    shown: list[np.ndarray] = []
+
+    def replay(seen: np.ndarray) -> np.ndarray:  # the fixed actions, chosen one step at a time
+        shown.append(seen)
+        return fixed[:, len(shown) - 1]
+
+    steered = long_rollouts(model, context, context_actions, replay, {1, 24}, seed=0, steps=24)
+    replayed = long_rollouts(model, context, context_actions, fixed, {1, 24}, seed=0)
+    assert len(shown) == 24
+    np.testing.assert_array_equal(shown[0], context)  # it first sees the real context
+    np.testing.assert_array_equal(shown[1][:, -1], steered[1])  # then the dream's own frames, newest last
+    assert shown[-1].shape[1] == POLICY_HISTORY
+    for s in (1, 24):
+        np.testing.assert_array_equal(steered[s], replayed[s])
+    with pytest.raises(ValueError, match="steps"):
+        long_rollouts(model, context, context_actions, replay, {1}, seed=0)

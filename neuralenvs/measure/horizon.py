@@ -15,7 +15,7 @@ moment), so they can be measured at any horizon.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -45,23 +45,41 @@ def histogram_distance(frames: np.ndarray, real: np.ndarray) -> float:
     return float(0.5 * np.abs(colour_histogram(frames) - colour_histogram(real)).sum())
 
 
+POLICY_HISTORY = 16  # the most frames a policy is shown
+
+Policy = Callable[[np.ndarray], np.ndarray]
+"""Chooses the next actions [B] from the frames seen so far (the real context, then the dreamed
+frames; at most ``POLICY_HISTORY`` of them), uint8 [B, n, H, W, C], newest last."""
+
+
 @torch.no_grad()
 def long_rollouts(
     model: WorldModel,
     context: np.ndarray,
     context_actions: np.ndarray,
-    actions: np.ndarray,
+    actions: np.ndarray | Policy,
     keep: Sequence[int],
     seed: int = 0,
+    steps: int | None = None,
 ) -> dict[int, np.ndarray]:
-    """Dream ``actions.shape[1]`` steps from each real context (uint8 [B, K, H, W, C], actions
-    [B, K - 1]) with the given actions [B, T]; the dreamed frames at the steps in ``keep``."""
+    """Dream from each real context (uint8 [B, K, H, W, C], actions [B, K - 1]); the dreamed frames
+    at the steps in ``keep``. ``actions``: fixed actions [B, T] (T steps), or a :data:`Policy` that
+    picks them from what it sees (the context, then the dream's own frames) for ``steps`` steps:
+    an agent steers a dream where neither random nor recorded actions go."""
+    if callable(actions):
+        if steps is None:
+            raise ValueError("a policy needs steps: how long to dream")
+    else:
+        steps = actions.shape[1]
     device = model.device
     generator = torch.Generator(device=device).manual_seed(seed)
     state = model.init_state(torch.from_numpy(context).to(device), torch.from_numpy(context_actions).to(device))
-    kept = {}
-    for s in range(1, actions.shape[1] + 1):
-        state, frames, _, _ = model.step(state, torch.from_numpy(actions[:, s - 1]).to(device), generator)
+    seen, kept = context, {}
+    for s in range(1, steps + 1):
+        chosen = actions(seen) if callable(actions) else actions[:, s - 1]
+        state, frames, _, _ = model.step(state, torch.as_tensor(np.asarray(chosen), device=device).long(), generator)
+        if callable(actions):
+            seen = np.concatenate([seen, frames.cpu().numpy()[:, None]], axis=1)[:, -POLICY_HISTORY:]
         if s in keep:
             kept[s] = frames.cpu().numpy()
     return kept
