@@ -359,6 +359,30 @@ def test_context_noise_reaches_the_denoiser_at_a_level_drawn_per_target(monkeypa
 def test_dreamed_context_frames_must_fit_the_segment():
     with pytest.raises(ValueError, match="dreamed_context_frames"):
         DiffusionConfig(num_context_frames=4, segment_length=6, dreamed_context_frames=3)
+    DiffusionConfig(num_context_frames=4, segment_length=10, dreamed_context_frames=6)  # longer than K
+
+
+def test_a_dream_longer_than_the_context_replaces_all_of_it_with_its_last_frames(monkeypatch):
+    model = randomize(make_model(dreamed_context_frames=4, denoising_targets=1, segment_length=6))
+    k, seq = model.context_frames, model.config.segment_length
+    batch = segments(64, model, seed=5)
+    frames = frames_to_float(batch.frames)
+    pos = torch.full((64, 1), seq)  # room for every depth up to 4
+    real = frames[torch.arange(64)[:, None, None], pos[..., None] + torch.arange(-k, 0)]
+    steps = []  # (rows, how many frames of the window were real) per dreamed step
+    dream_frame = model._dream_frame
+
+    def counting(x, actions, generator=None):
+        steps.append(len(x))
+        return dream_frame(x, actions, generator)
+
+    monkeypatch.setattr(model, "_dream_frame", counting)
+    torch.manual_seed(0)
+    dreamed = model._dream_context_ends(frames, batch.actions.long(), batch.mask, pos, real)[:, 0]
+    changed = (dreamed != real[:, 0]).flatten(2).any(dim=2)  # [B, K]
+    assert set(changed.sum(dim=1).tolist()) == {0, 1, 2}  # K = 2: depths 2, 3 and 4 replace all of it
+    assert torch.equal(changed[:, 0], changed[:, 1] & changed[:, 0])  # always the last frames
+    assert len(steps) == 1 + 2 + 3 + 4  # depth m dreams m steps, past the context's length
 
 
 # ---- reward / termination model -------------------------------------------------------------------

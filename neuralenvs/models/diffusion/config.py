@@ -81,9 +81,11 @@ class DiffusionConfig:
     # training (read by the trainer; see ``DiffusionWorldModel.training_losses``)
     segment_length: int = 18  # transitions per segment: K - 1 burn-in + 15 (DIAMOND's dream horizon)
     denoising_targets: int = 1  # frames per segment the denoiser is trained to predict
-    # >0: each denoising target's context ends in 0 to this many frames that the model itself dreamed
-    # (no gradient through them) instead of the real ones, drawn uniformly per target, so the
-    # denoiser learns to go on from its own frames as it must in a dream (exposure bias)
+    # >0: before each denoising target the model dreams 0 to this many frames itself (no gradient
+    # through them), drawn uniformly per target, from the real frames before them, and its context
+    # ends in those dreamed frames instead of the real ones, so the denoiser learns to go on from its
+    # own frames as it must in a dream (exposure bias). Above num_context_frames the whole context is
+    # dreamed, from further back: the errors of a longer dream are what it learns to take out
     dreamed_context_frames: int = 0
     # >0: each denoising target's context frames get Gaussian noise of a std drawn uniformly from
     # [0, context_noise_max] per target (GameNGen's context augmentation, without telling the
@@ -122,10 +124,10 @@ class DiffusionConfig:
         if self.context_noise_max < 0:
             raise ValueError(f"context_noise_max must be >= 0, got {self.context_noise_max}")
         d = self.dreamed_context_frames
-        if not 0 <= d <= min(k, self.segment_length - k):
+        if not 0 <= d <= self.segment_length - k:
             raise ValueError(
-                f"dreamed_context_frames must be between 0 and min(num_context_frames, segment_length -"
-                f" num_context_frames) = {min(k, self.segment_length - k)}, got {d}"
+                f"dreamed_context_frames must be between 0 and segment_length - num_context_frames ="
+                f" {self.segment_length - k} (a dream needs real frames to start from), got {d}"
             )
 
     @classmethod

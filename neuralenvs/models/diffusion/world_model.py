@@ -247,10 +247,11 @@ class DiffusionWorldModel(WorldModel):
     def _dream_context_ends(
         self, frames: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, context: torch.Tensor
     ) -> torch.Tensor:
-        """``context[B, n, K]`` (the real frames before each target ``pos[B, n]``) with its last m
-        frames replaced by the model's own dream of them, m drawn uniformly from 0 to
-        ``dreamed_context_frames`` per target. The dream starts from the real frames before them and
-        uses the real actions, as a dream would; m is cut so that only real frames are replaced."""
+        """``context[B, n, K]`` (the real frames before each target ``pos[B, n]``) with its last
+        min(m, K) frames replaced by the model's own dream of the m frames before the target, m drawn
+        uniformly from 0 to ``dreamed_context_frames`` per target. The dream starts from the real
+        frames before them and uses the real actions, as a dream would; m is cut so that only real
+        frames are dreamed in place of."""
         cfg, k = self.config, self.context_frames
         b, n = pos.shape
         rows = torch.arange(b, device=pos.device)[:, None].expand(b, n)
