@@ -33,6 +33,7 @@ import torch
 from neuralenvs.bench.report import write_json
 from neuralenvs.data import EpisodeDataset
 from neuralenvs.envs.dream import PRECISIONS, dreaming
+from neuralenvs.envs.starts import stack_frames
 from neuralenvs.measure.fidelity import measure_fidelity
 from neuralenvs.measure.horizon import LOOK_STEPS, Policy, long_rollouts, look_over_horizon
 from neuralenvs.registry import game_of, load_world_model, shipped_checkpoints
@@ -73,12 +74,7 @@ def agent_policy(path: str, algo: str) -> Policy:
     channels = min(shape[0], shape[-1])  # channels first (as SB3 stores image spaces) or last
 
     def choose(seen: np.ndarray) -> np.ndarray:
-        b, n, h, w, c = seen.shape
-        stack = channels // c
-        if n < stack:
-            seen = np.concatenate([np.repeat(seen[:, :1], stack - n, axis=1), seen], axis=1)
-        obs = seen[:, -stack:].transpose(0, 2, 3, 1, 4).reshape(b, h, w, stack * c)
-        return agent.predict(obs, deterministic=False)[0]
+        return agent.predict(stack_frames(seen, channels // seen.shape[-1]), deterministic=False)[0]
 
     return choose
 

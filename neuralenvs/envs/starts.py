@@ -325,6 +325,19 @@ class StartBank:
             raise ValueError(f"start bank {str(path)!r} is invalid: {e}") from e
 
 
+def stack_frames(frames: np.ndarray, frame_stack: int) -> np.ndarray:
+    """The observation a dream env with ``frame_stack`` shows after ``frames`` uint8 [N, T, H, W, C]
+    (newest last): the last ``frame_stack`` of them as [N, H, W, frame_stack * C], the oldest in the
+    first C channels. With fewer than ``frame_stack`` frames the oldest is repeated rather than
+    zeros shown."""
+    n, t, h, w, c = frames.shape
+    if frame_stack <= t:
+        stacked = frames[:, t - frame_stack :]
+    else:
+        stacked = np.concatenate([np.repeat(frames[:, :1], frame_stack - t, axis=1), frames], axis=1)
+    return np.ascontiguousarray(stacked.transpose(0, 2, 3, 1, 4).reshape(n, h, w, frame_stack * c))
+
+
 class DeviceStarts:
     """A :class:`StartBank` laid out for one model on its device, so that a dream's (re)start is a
     gather: the model's context (the last K frames and the K - 1 actions between them) and the
@@ -333,20 +346,12 @@ class DeviceStarts:
     def __init__(self, bank: StartBank, context_frames: int, frame_stack: int, device: torch.device):
         self.bank = bank
         frames, actions = bank.frames, bank.actions
-        n, kb, h, w, c = frames.shape
+        kb = frames.shape[1]
         k = context_frames
         # the bank may hold more frames than the model reads: the model gets the newest K
         self.frames = torch.from_numpy(np.ascontiguousarray(frames[:, kb - k :])).to(device)
         self.actions = torch.from_numpy(np.ascontiguousarray(actions[:, kb - k :])).to(device)
-        if frame_stack <= kb:
-            stacked = frames[:, kb - frame_stack :]
-        else:  # more stack than context: repeat the oldest real frame rather than show zeros
-            pad = np.repeat(frames[:, :1], frame_stack - kb, axis=1)
-            stacked = np.concatenate([pad, frames], axis=1)
-        # [n, S, H, W, C] -> [n, H, W, S * C], oldest frame in the first C channels
-        self.stack_np = np.ascontiguousarray(
-            stacked.transpose(0, 2, 3, 1, 4).reshape(n, h, w, frame_stack * c)
-        )
+        self.stack_np = stack_frames(frames, frame_stack)
         self.stack = torch.from_numpy(self.stack_np).to(device)
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:

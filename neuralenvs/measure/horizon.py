@@ -78,10 +78,12 @@ def long_rollouts(
     for s in range(1, steps + 1):
         chosen = actions(seen) if callable(actions) else actions[:, s - 1]
         state, frames, _, _ = model.step(state, torch.as_tensor(np.asarray(chosen), device=device).long(), generator)
+        if callable(actions) or s in keep:
+            frames = frames.cpu().numpy()
         if callable(actions):
-            seen = np.concatenate([seen, frames.cpu().numpy()[:, None]], axis=1)[:, -POLICY_HISTORY:]
+            seen = np.concatenate([seen, frames[:, None]], axis=1)[:, -POLICY_HISTORY:]
         if s in keep:
-            kept[s] = frames.cpu().numpy()
+            kept[s] = frames
     return kept
 
 
