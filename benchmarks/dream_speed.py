@@ -108,15 +108,18 @@ def transitions_per_second(model, batch: int, device: torch.device, seconds: flo
 
 
 def profile_loop(
-    checkpoint: str, steps: int, n_envs: int, device: torch.device, precision: str = "fp32"
+    checkpoint: str, steps: int, n_envs: int | None, device: torch.device, precision: str = "fp32"
 ) -> dict[str, Any]:
-    """Train PPO in the dream of ``checkpoint`` for ``steps`` agent steps; seconds per part."""
+    """Train PPO in ``n_envs`` dreams of ``checkpoint`` (None: the package's number) for ``steps``
+    agent steps; seconds per part."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecEnvWrapper
 
     from neuralenvs.envs.dream import DreamVectorEnv
     from neuralenvs.registry import load_world_model_and_starts
-    from neuralenvs.sb3 import default_algo_kwargs, make_sb3_env
+    from neuralenvs.sb3 import DREAMS_PER_AGENT, default_algo_kwargs, make_sb3_env
+
+    n_envs = n_envs or DREAMS_PER_AGENT
 
     seconds: dict[str, float] = defaultdict(float)
     model, starts, _ = load_world_model_and_starts(checkpoint, device=device)
@@ -169,7 +172,7 @@ def profile_loop(
     dream = DreamVectorEnv(model, starts, num_envs=n_envs, horizon=15, frame_stack=4, device=device,
                            sample_heads=True, precision=precision)
     agent = TimedPPO("CnnPolicy", TimedEnv(make_sb3_env(dream)), seed=0, device=device,
-                     **default_algo_kwargs("ppo"))
+                     **default_algo_kwargs("ppo", n_envs=n_envs))
     t0 = time.perf_counter()
     agent.learn(total_timesteps=steps)
     total = time.perf_counter() - t0
@@ -220,7 +223,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per measurement")
     parser.add_argument("--loop-steps", type=int, default=4096,
                         help="agent steps of the loop profile per dream (0: no profile)")
-    parser.add_argument("--loop-envs", type=int, default=16)
+    parser.add_argument("--loop-envs", type=int, default=None,
+                        help="dreams the PPO loop trains in (default: the package's, neuralenvs.sb3.DREAMS_PER_AGENT)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--fresh-pages", action="store_true",
                         help="leave glibc's malloc as it is (large tensors paged in anew each time) instead of "

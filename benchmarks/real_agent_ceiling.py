@@ -58,7 +58,7 @@ def run_game(game: str, milestones: list[int], episodes: int, seed: int, n_envs:
     folder.mkdir(parents=True, exist_ok=True)
     result_path, agent_path = folder / "result.json", folder / "agent.zip"
     real_id = real_env_id(game)
-    algo_kwargs = default_algo_kwargs("ppo")
+    algo_kwargs = default_algo_kwargs("ppo", n_envs=n_envs)
     settings = {"game": game, "algo": "ppo", "algo_kwargs": describe_algo_kwargs(algo_kwargs), "n_envs": n_envs,
                 "seed": seed, "episodes": episodes, "train_env": TRAIN_ENV, "test_env": TEST_ENV}
     result: dict[str, Any] = json.loads(result_path.read_text()) if result_path.exists() else {}

@@ -22,12 +22,12 @@ import torch
 import neuralenvs
 from neuralenvs.bench.utility import score_gap
 from neuralenvs.envs.atari import human_normalized_score
-from neuralenvs.sb3 import evaluate, evaluate_random, make_sb3_env, train_in_dream
+from neuralenvs.sb3 import DREAMS_PER_AGENT, evaluate, evaluate_random, make_sb3_env, train_in_dream
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--env-id", default="neuralenvs/KungFuMaster-diffusion-v0", help="a dreamed gym id")
 parser.add_argument("--steps", type=int, default=None, help="dreamed agent steps (default: by device)")
-parser.add_argument("--n-envs", type=int, default=16, help="dreams stepped together")
+parser.add_argument("--n-envs", type=int, default=DREAMS_PER_AGENT, help="dreams stepped together")
 parser.add_argument("--episodes", type=int, default=20, help="real test episodes")
 parser.add_argument("--video-steps", type=int, default=300, help="frames in the side-by-side video")
 parser.add_argument("--out", default="demo_out")
@@ -51,7 +51,7 @@ print(f"dream {args.env_id} on {'cuda' if on_gpu else 'cpu'}; real game {real_id
 # Dreams run in bf16 where this machine runs it natively (precision="auto", the default).
 dream = make_sb3_env(args.env_id, n_envs=args.n_envs, horizon=horizon, frame_stack=frame_stack, sample_heads=True)
 t0 = time.perf_counter()
-# PPO with 64 steps per dream between updates (neuralenvs.sb3's default for dreams).
+# PPO with 1,024 dreamed steps between updates, split over the dreams (neuralenvs.sb3's default).
 agent = train_in_dream("ppo", dream, total_timesteps=steps, seed=args.seed, progress_bar=True)
 train_seconds = time.perf_counter() - t0
 agent.save(out / "ppo_in_dream.zip")

@@ -20,6 +20,17 @@ def _write_json(result: dict, path: str | None) -> None:
         write_json(path, result)
 
 
+def _json_object(text: str) -> dict:
+    """An argparse type: a JSON object such as ``'{"n_steps": 16}'``."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"give a JSON object such as '{{\"n_steps\": 16}}', not {text!r}")
+    return value
+
+
 def cmd_collect(args: argparse.Namespace) -> None:
     from neuralenvs.envs.collect import collect_atari, collect_gym
 
@@ -57,6 +68,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         end_fraction=args.end_fraction, end_at_freeze_onset=args.end_at_freeze_onset,
         freeze_end_delay=args.freeze_end_delay,
         init_from=args.init_from, reinit=tuple(args.reinit), freeze=tuple(args.freeze),
+        stages=tuple(args.stages),
         labelled_data=args.labelled, labelled_steps=args.labelled_steps,
     )
     path = train_world_model(config, device=args.device)
@@ -138,7 +150,7 @@ def cmd_utility(args: argparse.Namespace) -> None:
         args.checkpoint, algo=args.algo, steps=args.steps, n_envs=args.n_envs, horizon=args.horizon,
         frame_stack=args.frame_stack, episodes=args.episodes, seed=args.seed, device=args.device,
         sample_heads=not args.argmax_heads, run_dir=args.run, precision=args.precision,
-        starts_from=args.starts_from,
+        starts_from=args.starts_from, algo_kwargs=args.algo_kwargs,
     )
     _write_json(result, args.json)
     if args.record:
@@ -242,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", default=None, help="a checkpoint of the same family to fine-tune")
     p.add_argument("--reinit", nargs="*", default=[], help="with --init-from: submodules to start fresh (reward_end)")
     p.add_argument("--freeze", nargs="*", default=[], help="submodules whose weights stay as they are (denoiser)")
+    p.add_argument("--stages", nargs="*", default=[],
+                   help="with --init-from: train only these of the family's stages (token: tokenizer, transformer)")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when present)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_train)
@@ -258,12 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="checkpoint folder or gym id")
     p.add_argument("--algo", default="ppo", help="ppo, a2c or dqn")
     p.add_argument("--steps", type=int, required=True, help="dreamed agent steps")
-    p.add_argument("--n-envs", type=int, default=16)
+    p.add_argument("--n-envs", type=int, default=None,
+                   help="dreams stepped together (default: neuralenvs.sb3.DREAMS_PER_AGENT)")
     p.add_argument("--horizon", type=int, default=15, help="dream length before a cut (DIAMOND: 15)")
     p.add_argument("--frame-stack", type=int, default=4)
     p.add_argument("--episodes", type=int, default=20, help="real test episodes")
     p.add_argument("--argmax-heads", action="store_true",
                    help="take the most likely reward/termination class instead of sampling it")
+    p.add_argument("--algo-kwargs", type=_json_object, default=None, metavar="JSON",
+                   help='constructor settings over neuralenvs\' defaults, e.g. \'{"n_steps": 16}\'')
     p.add_argument("--run", default=None, metavar="DIR",
                    help="keep the agent here as it trains (agent.zip); re-running resumes it")
     p.add_argument("--starts-from", default=None, metavar="DATA",

@@ -20,7 +20,9 @@ from toy_world_model import ProbeModel, make_toy, synthetic_episodes
 from neuralenvs.envs.dream import DreamEnv, DreamVectorEnv
 from neuralenvs.envs.starts import StartBank
 from neuralenvs.sb3 import (
+    PPO_ROLLOUT,
     DreamSB3VecEnv,
+    default_algo_kwargs,
     evaluate,
     evaluate_random,
     make_sb3_env,
@@ -132,6 +134,14 @@ def test_algorithms_train_in_the_dream(algo: str, family: str) -> None:
     # the policy acts on a single observation of the same layout, as it would in the real game
     action, _ = agent.predict(venv.single_observation_space.sample(), deterministic=True)
     assert 0 <= int(action) < model.num_actions
+
+
+@pytest.mark.parametrize("n_envs", [4, 16, 64])
+def test_ppo_collects_the_same_rollout_however_many_dreams_run(n_envs: int) -> None:
+    assert default_algo_kwargs("ppo", n_envs=n_envs)["n_steps"] * n_envs == PPO_ROLLOUT
+    agent = train_in_dream("ppo", _make_toy_dream(n_envs), total_timesteps=0, seed=0)  # built, not trained
+    assert agent.n_steps * agent.n_envs == PPO_ROLLOUT and agent.n_envs == n_envs
+    assert "n_steps" not in default_algo_kwargs("a2c")  # SB3's own for the others
 
 
 def test_registered_dream_passes_check_env_with_its_spec() -> None:

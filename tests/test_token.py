@@ -159,6 +159,72 @@ def test_tokenizer_shapes_and_reconstruction_improves():
         assert quantized.perplexity > 4  # 4 colours: the codebook has not collapsed onto fewer codes
 
 
+# ---- a decoder that sees the frame before -----------------------------------------------------------
+
+# a tokenizer with 16 tokens a frame whose top level keeps every pixel of its 2x2 patches
+SEES_BEFORE = dict(tok_patch_size=2, tok_channels=(16, 16, 16, 16), tok_depths=(1, 1, 1, 1),
+                   tok_attention=(False,) * 4, tokenizer_frames=1)
+
+
+def detailed_pairs(n: int, seed: int) -> torch.Tensor:
+    """uint8 [n, 2, 64, 64, 3]: a background of 4x4-pixel blocks (more detail than 16 tokens of a
+    tiny codebook hold), then the same frame with one 16x16 tile repainted."""
+    g = torch.Generator().manual_seed(seed)
+    before = torch.randint(0, 256, (n, 16, 16, 3), generator=g, dtype=torch.uint8)
+    before = before.repeat_interleave(4, 1).repeat_interleave(4, 2)
+    after = before.clone()
+    for i in range(n):
+        r, c = torch.randint(0, 4, (2,), generator=g).tolist()
+        colour = torch.randint(0, 256, (3,), generator=g, dtype=torch.uint8)
+        after[i, 16 * r : 16 * r + 16, 16 * c : 16 * c + 16] = colour
+    return torch.stack([before, after], dim=1)
+
+
+def pair_segments(frames: torch.Tensor) -> Segments:
+    n = frames.shape[0]
+    no = torch.zeros(n, 1, dtype=torch.bool)
+    real = torch.ones(n, 2, dtype=torch.bool)
+    return Segments(frames, torch.zeros(n, 1, dtype=torch.long), torch.zeros(n, 1), no, no, real)
+
+
+def test_a_decoder_that_sees_the_frame_before_starts_as_the_one_that_does_not():
+    plain = make_model(**SEES_BEFORE)
+    sees = make_model(tok_previous_frame=True, **SEES_BEFORE)
+    assert not plain.tokenizer.sees_previous_frame and sees.tokenizer.sees_previous_frame
+    missing, unexpected = sees.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(name.startswith("tokenizer.previous.") for name in missing)
+    frames = detailed_pairs(4, seed=0)
+    tokens = plain.encode(frames[:, 1])
+    # its projections start at zero: whatever the frame before, it decodes as the plain one
+    assert torch.equal(sees.decode(tokens, frames[:, 0]), plain.decode(tokens))
+    assert torch.equal(sees.decode(tokens, torch.zeros_like(frames[:, 0])), plain.decode(tokens))
+    with pytest.raises(ValueError, match="frame before"):
+        sees.decode(tokens)
+    randomize(sees.tokenizer.previous)
+    assert not torch.equal(sees.decode(tokens, frames[:, 0]), sees.decode(tokens, frames[:, 1]))
+
+
+def test_a_decoder_that_sees_the_frame_before_keeps_what_did_not_move():
+    """Trained alike on the same pairs, the tokenizer whose decoder sees the frame before
+    reconstructs the detail that 16 tokens cannot hold; the plain one blurs it."""
+    errors = {}
+    for sees in (False, True):
+        model = make_model(tok_previous_frame=sees, **SEES_BEFORE).train()
+        model.set_training_stage("tokenizer")
+        opt = torch.optim.Adam(model.tokenizer.parameters(), lr=3e-3)
+        for step in range(80):
+            loss = model.training_losses(pair_segments(detailed_pairs(8, seed=step)))["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        test = detailed_pairs(16, seed=999)
+        with torch.no_grad():
+            decoded = model.decode(model.encode(test[:, 1]), test[:, 0])
+        errors[sees] = (decoded.float() - test[:, 1].float()).abs().mean().item()
+    assert errors[True] < 0.5 * errors[False], errors
+
+
 # ---- GPT --------------------------------------------------------------------------------------------
 
 
@@ -222,8 +288,9 @@ def test_cached_dreaming_matches_the_full_sequence():
 # ---- per-dream state ----------------------------------------------------------------------------
 
 
-def test_restarting_one_dream_leaves_the_others_unchanged():
-    model = make_model(randomized=True, temperature=1.0, context_length=6)
+@pytest.mark.parametrize("sees_before", [False, True])
+def test_restarting_one_dream_leaves_the_others_unchanged(sees_before):
+    model = make_model(randomized=True, temperature=1.0, context_length=6, tok_previous_frame=sees_before)
     state = model.init_state(*context(3, model))
     state, _ = run(model, state, [[0, 1, 2], [3, 4, 5], [1, 1, 1]], seed=1)
     new_frames, new_actions = context(1, model, seed=9)
@@ -237,6 +304,11 @@ def test_restarting_one_dream_leaves_the_others_unchanged():
     assert torch.equal(restarted.cache.k[:, keep], state.cache.k[:, keep])
     assert torch.equal(restarted.cache.v[:, keep], state.cache.v[:, keep])
     assert torch.equal(restarted.cache.lengths[keep], state.cache.lengths[keep])
+    if sees_before:  # the frame the next one is decoded with: the new context's last, or as it was
+        assert torch.equal(restarted.last_frame[1], new_frames[0, -1])
+        assert torch.equal(restarted.last_frame[keep], state.last_frame[keep])
+    else:
+        assert restarted.last_frame is None
     # and the restarted dream starts exactly as a fresh dream from its new context
     fresh = model.init_state(new_frames, new_actions)
     assert torch.equal(restarted.cache.k[:, 1], fresh.cache.k[:, 0])
@@ -270,14 +342,14 @@ def test_a_dream_is_the_same_alone_or_in_a_batch():
     assert any(not torch.equal(out[3][0], out[3][1]) for out in batched)
 
 
-@pytest.mark.parametrize("slide", [1, 2])
-def test_sliding_window_equals_a_fresh_dream_from_the_kept_frames(slide):
-    model = make_model(randomized=True, temperature=1.0, slide_frames=slide)
+@pytest.mark.parametrize("slide, sees_before", [(1, False), (2, False), (2, True)])
+def test_sliding_window_equals_a_fresh_dream_from_the_kept_frames(slide, sees_before):
+    model = make_model(randomized=True, temperature=1.0, slide_frames=slide, tok_previous_frame=sees_before)
     w = model.config.context_length
     state = model.init_state(*context(2, model))
     state, _ = run(model, state, [[1, 2]] * (w - model.context_frames), seed=0)
     assert state.num_frames.tolist() == [w, w]  # full: the next step slides
-    kept = model.state_from_tokens(state.tokens[:, slide:w], state.actions[:, slide : w - 1])
+    kept = model.state_from_tokens(state.tokens[:, slide:w], state.actions[:, slide : w - 1], state.last_frame)
     slid, out_slid = run(model, state, [[3, 4]], seed=7)
     ref, out_ref = run(model, kept, [[3, 4]], seed=7)
     assert slid.num_frames.tolist() == ref.num_frames.tolist() == [w - slide + 1] * 2
@@ -395,3 +467,42 @@ def test_trainer_trains_and_exports_a_token_model(tmp_path):
     assert again.stage_index == 2
     for name, w in trainer.model.state_dict().items():
         torch.testing.assert_close(again.model.state_dict()[name], w)
+
+
+def test_a_decoder_is_fine_tuned_to_see_the_frame_before_and_the_transformer_keeps_its_tokens(tmp_path):
+    """The path from a shipped token model to one whose decoder sees the frame before: start from
+    its weights (the new part fresh), train only the tokenizer stage with the encoder, codebook and
+    GPT frozen. The tokens, hence what the GPT learned, stay as they were."""
+    from neuralenvs.checkpoint import load_checkpoint
+    from neuralenvs.data import Episode, EpisodeDataset
+    from neuralenvs.training import TrainConfig, Trainer
+
+    ds = EpisodeDataset(tmp_path / "data", obs_shape=OBS, num_actions=3, action_meanings=["A", "B", "C"])
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        frames = detailed_pairs(5, seed=int(rng.integers(1000))).flatten(0, 1)[:9].numpy()
+        ds.append(Episode(frames, rng.integers(0, 3, 8), np.zeros(8, np.float32), np.eye(8, dtype=bool)[-1],
+                          np.zeros(8, bool)))
+    base = dict(family="token", data=str(tmp_path / "data"), steps=3, batch_size=2, held_out_episodes=1,
+                start_bank_size=4)
+    plain = Trainer(TrainConfig(model_config="tiny", out=str(tmp_path / "plain"), **base), device="cpu")
+    plain.train(progress=False)
+    shipped = plain.export(progress=False)
+
+    config = dataclasses.asdict(TokenConfig.named("tiny")) | {"tok_previous_frame": True}
+    fine = TrainConfig(model_config=config, out=str(tmp_path / "fine"), init_from=str(shipped),
+                       reinit=("tokenizer.previous",), freeze=("tokenizer.encoder", "tokenizer.quantizer", "gpt"),
+                       stages=("tokenizer",), **base)
+    trainer = Trainer(fine, device="cpu")
+    trainer.train(progress=False)
+    before = load_checkpoint(shipped).weights
+    after = trainer.model.state_dict()
+    for name, w in before.items():
+        same = torch.equal(after[name], w)
+        assert same == (not name.startswith("tokenizer.decoder.")), name
+    assert load_checkpoint(trainer.export(progress=False)).config["provenance"]["stages"] == ["tokenizer"]
+
+    with pytest.raises(ValueError, match="untrained"):
+        Trainer(dataclasses.replace(fine, init_from=None, out=str(tmp_path / "x")), device="cpu")
+    with pytest.raises(ValueError, match="not stages"):
+        Trainer(dataclasses.replace(fine, stages=("dynamics",), out=str(tmp_path / "y")), device="cpu")

@@ -56,7 +56,7 @@ def measure_utility(
     checkpoint: str,
     algo: str = "ppo",
     steps: int = 100_000,
-    n_envs: int = 16,
+    n_envs: int | None = None,
     horizon: int = 15,
     frame_stack: int = 4,
     episodes: int = 20,
@@ -69,14 +69,25 @@ def measure_utility(
     precision: str | None = None,
     starts_from: str | None = None,
 ) -> dict:
-    """Train ``algo`` for ``steps`` in the dream of ``checkpoint``, then score it and random play in
-    the real game. With ``run_dir``, the agent is saved there as it trains and a rerun resumes it.
-    With ``starts_from`` (an episode dataset), half the dreams start from windows of its episodes
+    """Train ``algo`` for ``steps`` in ``n_envs`` dreams of ``checkpoint`` (None: the package's
+    ``neuralenvs.sb3.DREAMS_PER_AGENT``), then score it and random play in the real game. With
+    ``run_dir``, the agent is saved there as it trains and a rerun resumes it. With ``starts_from``
+    (an episode dataset), half the dreams start from windows of its episodes
     (:func:`with_starts_from`). ``precision`` is the dream's (None: the dream env's default)."""
     from neuralenvs.envs.dream import DEFAULT_PRECISION, DreamVectorEnv
     from neuralenvs.registry import load_world_model_and_starts, real_env_id
-    from neuralenvs.sb3 import evaluate, evaluate_random, make_sb3_env, saved_agent_steps, train_in_dream
+    from neuralenvs.sb3 import (
+        DREAMS_PER_AGENT,
+        default_algo_kwargs,
+        describe_algo_kwargs,
+        evaluate,
+        evaluate_random,
+        make_sb3_env,
+        saved_agent_steps,
+        train_in_dream,
+    )
 
+    n_envs = n_envs or DREAMS_PER_AGENT
     model, starts, config = load_world_model_and_starts(checkpoint, device=device)
     game = config.get("game")
     if not game:
@@ -108,6 +119,7 @@ def measure_utility(
         "checkpoint": str(checkpoint),
         "game": game,
         "algo": algo,
+        "algo_kwargs": describe_algo_kwargs({**default_algo_kwargs(algo, n_envs=n_envs), **(algo_kwargs or {})}),
         "dream_steps": steps,
         "n_envs": n_envs,
         "horizon": horizon,

@@ -102,7 +102,8 @@ def measure_fidelity(
             valid[i, :n] = True
         if tokenized:  # every window has a real first step (see _windows)
             first = torch.from_numpy(real[:, 0]).to(device)
-            round_trip += psnr(model.decode(model.encode(first)), first).clamp(max=PSNR_CAP).tolist()
+            before = torch.from_numpy(context[:, -1]).to(device)  # for a tokenizer that sees the frame before
+            round_trip += psnr(model.decode(model.encode(first), before), first).clamp(max=PSNR_CAP).tolist()
         state = model.init_state(
             torch.from_numpy(context).to(device), torch.from_numpy(context_actions).to(device)
         )

@@ -12,7 +12,9 @@ class FrameTokens:
     """Mixin for a :class:`~neuralenvs.world_model.WorldModel` that holds ``self.tokenizer``
     (``encode``: float frames [N, C, H, W] -> long [N, S]; ``decode``: the way back) and
     ``self.tokens_per_frame`` (S), and whose config has ``tokenizer_frames``. The tokenizer's
-    ``losses(float frames)`` gives its training losses."""
+    ``losses(float frames)`` gives its training losses. A tokenizer whose ``sees_previous_frame``
+    is true decodes a frame from its tokens and the frame before it (``decode(tokens, previous)``,
+    ``losses(frames, previous)``)."""
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 frames [..., H, W, C] -> tokens long [..., S]."""
@@ -20,21 +22,35 @@ class FrameTokens:
         x = frames_to_float(frames.reshape(-1, *self.obs_shape)).to(self.dtype)
         return self.tokenizer.encode(x).reshape(*lead, self.tokens_per_frame)
 
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Tokens long [..., S] -> uint8 frames [..., H, W, C]."""
+    def decode(self, tokens: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens long [..., S] -> uint8 frames [..., H, W, C]. ``previous`` (uint8 [..., H, W, C]):
+        the frame before each, for a tokenizer that sees it (others ignore it)."""
         lead = tokens.shape[:-1]
-        x = self.tokenizer.decode(tokens.reshape(-1, self.tokens_per_frame))
+        tokens = tokens.reshape(-1, self.tokens_per_frame)
+        if self.tokenizer.sees_previous_frame:
+            if previous is None:
+                raise ValueError("this model's tokenizer decodes a frame with the frame before it: give previous")
+            before = frames_to_float(previous.reshape(-1, *self.obs_shape)).to(self.dtype)
+            x = self.tokenizer.decode(tokens, before)
+        else:
+            x = self.tokenizer.decode(tokens)
         return float_to_frames(x.float()).reshape(*lead, *self.obs_shape)
 
     def _tokenizer_losses(self, batch: Segments) -> dict[str, torch.Tensor]:
         """The tokenizer's autoencoder losses on ``config.tokenizer_frames`` frames per segment,
         real frames first (padding only where a segment has fewer real frames)."""
-        b, t = batch.mask.shape
+        mask = batch.mask
+        if self.tokenizer.sees_previous_frame:  # frames whose frame before is real too
+            mask = mask & torch.cat([torch.zeros_like(mask[:, :1]), mask[:, :-1]], dim=1)
+        b, t = mask.shape
         n = min(self.config.tokenizer_frames, t)
-        scores = batch.mask.float() + torch.rand(batch.mask.shape, device=batch.mask.device)
+        scores = mask.float() + torch.rand(mask.shape, device=mask.device)
         pos = scores.topk(n, dim=1).indices  # [B, n]
         rows = torch.arange(b, device=pos.device)[:, None]
-        frames, real = batch.frames[rows, pos].flatten(0, 1), batch.mask[rows, pos].flatten()
-        if bool(real.any()):
-            frames = frames[real]
-        return self.tokenizer.losses(frames_to_float(frames).to(self.dtype))
+        real = mask[rows, pos].flatten()
+        keep = real if bool(real.any()) else torch.ones_like(real)
+        frames = frames_to_float(batch.frames[rows, pos].flatten(0, 1)[keep]).to(self.dtype)
+        if not self.tokenizer.sees_previous_frame:
+            return self.tokenizer.losses(frames)
+        before = batch.frames[rows, (pos - 1).clamp(min=0)].flatten(0, 1)[keep]
+        return self.tokenizer.losses(frames, frames_to_float(before).to(self.dtype))

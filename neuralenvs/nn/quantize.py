@@ -93,7 +93,9 @@ class VectorQuantizer(nn.Module):
         self.usage[which] = 1.0
 
     def forward(self, z: torch.Tensor) -> Quantized:
-        maintain = self.training and torch.is_grad_enabled()  # a training step: keep codes in use
+        # a training step keeps codes in use, unless the codebook is frozen (a fine-tune that keeps
+        # the tokens a transformer was trained on)
+        maintain = self.training and torch.is_grad_enabled() and self.codebook.weight.requires_grad
         if maintain and not bool(self.initialized):
             self._replace_codes(torch.arange(self.num_codes, device=z.device), self._flat(z))
             self.initialized.fill_(True)

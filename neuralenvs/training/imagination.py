@@ -342,7 +342,7 @@ class ImaginationRun:
         if path.exists():
             self.agent = cls.load(str(path), env=vec_env, device=self.device)
         else:
-            kwargs = {**default_algo_kwargs(name), **cfg.algo_kwargs}
+            kwargs = {**default_algo_kwargs(name, n_envs=cfg.n_dreams), **cfg.algo_kwargs}
             self.agent = cls(
                 "CnnPolicy", vec_env, seed=cfg.seed, device=self.device,
                 tensorboard_log=str(self.out / "tensorboard"), **kwargs,

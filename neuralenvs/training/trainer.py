@@ -67,6 +67,7 @@ class TrainConfig:
     init_from: str | None = None  # a checkpoint of the same family whose weights start the run
     reinit: tuple[str, ...] = ()  # with init_from: submodules (e.g. "reward_end") that start fresh instead
     freeze: tuple[str, ...] = ()  # submodules (e.g. "denoiser") whose weights training leaves as they are
+    stages: tuple[str, ...] = ()  # with init_from: train only these of the family's stages (empty: all)
     # families that learn from unlabelled video (genie) train their ``labelled_stages`` on this
     # action-labelled dataset instead of ``data``: its first ``labelled_steps`` transitions only
     labelled_data: str | None = None
@@ -111,6 +112,7 @@ class Trainer:
         self.base_provenance: dict[str, Any] | None = None  # the init_from checkpoint's
         self.rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
+        self._check_stages()
         if config.init_from is not None:
             self._init_weights(config.init_from)
         self._resume()
@@ -148,6 +150,27 @@ class Trainer:
                 f"{self.dataset.obs_shape}: record both at the same size"
             )
         return full.first_steps(config.labelled_steps), full.num_actions
+
+    def _check_stages(self) -> None:
+        chosen, known = self.config.stages, self.model.training_stages()
+        if not chosen:
+            return
+        unknown = [s for s in chosen if s not in known]
+        if unknown:
+            raise ValueError(f"stages {unknown} are not stages of the {self.config.family} family: {known}")
+        if self.config.init_from is None:
+            raise ValueError(
+                f"training only the stages {list(chosen)} would leave the others untrained: give --init-from "
+                "a checkpoint whose weights they keep, or train every stage"
+            )
+
+    def _skips(self, stage: str) -> str | None:
+        """Why ``stage`` is not trained in this run, or ``None`` if it is."""
+        if self.config.stages and stage not in self.config.stages:
+            return f"skipping the {stage!r} stage: it keeps the weights of {self.config.init_from}"
+        if stage in self.model.labelled_stages and self.labelled is None:
+            return f"skipping the {stage!r} stage: it learns from labelled steps (--labelled DATA)"
+        return None
 
     def _submodule_prefixes(self, names: tuple[str, ...], option: str) -> tuple[str, ...]:
         """``("reward_end",)`` -> ``("reward_end.",)``, refusing names that match no weight."""
@@ -282,9 +305,10 @@ class Trainer:
         self.model.train()
         while self.stage_index < len(stages):
             stage = stages[self.stage_index]
-            if stage in self.model.labelled_stages and self.labelled is None:
+            skip = self._skips(stage)
+            if skip is not None:
                 if progress:
-                    tqdm.write(f"skipping the {stage!r} stage: it learns from labelled steps (--labelled DATA)")
+                    tqdm.write(skip)
                 self.stage_index += 1
                 self.step_in_stage = 0
                 continue
@@ -426,8 +450,7 @@ class Trainer:
                 metrics["controllability"] = measure_controllability(
                     self.model, self.dataset, self.test_episodes, seed=self.config.seed, progress=progress
                 )
-        skipped = self.model.labelled_stages if self.labelled is None else ()
-        stages = [s for s in self.model.training_stages() if s not in skipped]
+        stages = [s for s in self.model.training_stages() if self._skips(s) is None]
         provenance = {
             "data": str(self.dataset.meta.get("source") or self.config.data),
             "real_steps": int(self.dataset.num_steps),

@@ -31,6 +31,8 @@ def _level(in_channels: int, out_channels: int, depth: int) -> nn.Sequential:
 class Tokenizer(nn.Module):
     """Frames <-> tokens. ``encode`` / ``decode`` are what a dream uses; ``losses`` trains it."""
 
+    sees_previous_frame = False  # decodes a frame from its tokens alone
+
     def __init__(self, cfg: GenieConfig, img_channels: int, img_size: tuple[int, int]) -> None:
         super().__init__()
         f, (h, w) = cfg.downsampling, img_size

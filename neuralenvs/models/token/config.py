@@ -39,6 +39,9 @@ class TokenConfig:
     tok_attention: tuple[bool, ...] = (False, False, True, True, False)  # IRIS: at 16x16 and 8x8
     tok_mid_attention: bool = True  # self-attention between the two bottom blocks
     tok_patch_size: int = 1  # >1 folds p x p pixel patches into channels first (cheaper top level)
+    # the decoder also sees the frame before (its own last output in a dream): a few coarse tokens say
+    # where things are, the frame before what they look like and what did not move (after Delta-IRIS)
+    tok_previous_frame: bool = False
 
     # ---- world model: a GPT over blocks [tokens of frame t, action t], one block per time step
     context_length: int = 20  # frames the transformer attends to (its window; IRIS: 20)

@@ -9,6 +9,11 @@ projection to ``code_dim``. Each spatial position of the result is quantised to 
 ``vocab_size`` codes: a 64x64 frame with IRIS's 5 levels (4 halvings) gives 4 x 4 = 16 tokens. The
 decoder mirrors the encoder.
 
+With ``tok_previous_frame`` the decoder also sees the frame before the one it decodes: a second,
+unquantised encoder of that frame adds its features to the decoder's at every resolution, through
+1x1 convolutions that start at zero (so a tokenizer fine-tuned into this starts as it was). The
+tokens stay those of the frame alone, so the transformer that predicts them is unchanged.
+
 Frames are float ``[B, C, H, W]`` in ``[-1, 1]`` (``neuralenvs.world_model.frames_to_float``);
 tokens are long ``[B, h * w]``, row-major over the token grid.
 """
@@ -62,6 +67,37 @@ class Encoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(x)))
 
 
+class PreviousFrameFeatures(nn.Module):
+    """The frame before, encoded without quantisation: one feature map per resolution level, top
+    first, each projected (from zero) to the channels the decoder has there."""
+
+    def __init__(self, cfg: TokenConfig, img_channels: int) -> None:
+        super().__init__()
+        ch, p = cfg.tok_channels, cfg.tok_patch_size
+        self.patch = p
+        self.conv_in = nn.Conv2d(img_channels * p * p, ch[0], kernel_size=3, padding=1)
+        self.levels = nn.ModuleList()
+        self.down = nn.ModuleList()
+        self.to_decoder = nn.ModuleList()
+        for i, c in enumerate(ch):
+            c_prev = ch[max(0, i - 1)]
+            self.down.append(Downsample(c_prev) if i > 0 else nn.Identity())
+            self.levels.append(_level(c_prev, c, cfg.tok_depths[i], False))
+            self.to_decoder.append(nn.Conv2d(c, c, kernel_size=1))
+            nn.init.zeros_(self.to_decoder[-1].weight)
+            nn.init.zeros_(self.to_decoder[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.patch > 1:
+            x = F.pixel_unshuffle(x, self.patch)
+        x = self.conv_in(x)
+        features = []
+        for down, level, proj in zip(self.down, self.levels, self.to_decoder, strict=True):
+            x = level(down(x))
+            features.append(proj(x))
+        return features
+
+
 class Decoder(nn.Module):
     def __init__(self, cfg: TokenConfig, img_channels: int) -> None:
         super().__init__()
@@ -79,8 +115,17 @@ class Decoder(nn.Module):
         self.norm_out = group_norm(ch[0])
         self.conv_out = nn.Conv2d(ch[0], img_channels * p * p, kernel_size=3, padding=1)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.mid(self.conv_in(z)))
+    def forward(self, z: torch.Tensor, previous: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """``previous``: :class:`PreviousFrameFeatures`' maps, added where each level begins."""
+        x = self.mid(self.conv_in(z))
+        if previous is None:
+            x = self.stages(x)
+        else:
+            pending = list(previous)  # the bottom level is decoded first
+            for module in self.stages:
+                if not isinstance(module, Upsample):
+                    x = x + pending.pop()
+                x = module(x)
         x = self.conv_out(F.silu(self.norm_out(x)))
         return F.pixel_shuffle(x, self.patch) if self.patch > 1 else x
 
@@ -106,6 +151,11 @@ class Tokenizer(nn.Module):
             cfg.vocab_size, cfg.code_dim, cfg.normalize_codes, cfg.code_usage_decay, cfg.dead_code_threshold
         )
         self.decoder = Decoder(cfg, img_channels)
+        self.previous = PreviousFrameFeatures(cfg, img_channels) if cfg.tok_previous_frame else None
+
+    @property
+    def sees_previous_frame(self) -> bool:
+        return self.previous is not None
 
     def _latents(self, x: torch.Tensor) -> torch.Tensor:
         """float [B, C, H, W] -> encoder outputs [B, h * w, code_dim]."""
@@ -115,22 +165,29 @@ class Tokenizer(nn.Module):
         """Frames float [B, C, H, W] -> tokens long [B, h * w]."""
         return self.quantizer.quantize(self._latents(x))
 
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Tokens long [B, h * w] -> frames float [B, C, H, W] (not clamped)."""
-        return self._decode_codes(self.quantizer.lookup(tokens))
+    def decode(self, tokens: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens long [B, h * w] (and, if the decoder sees it, the frame before, float [B, C, H, W])
+        -> frames float [B, C, H, W] (not clamped)."""
+        return self._decode_codes(self.quantizer.lookup(tokens), previous)
 
-    def _decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+    def _decode_codes(self, codes: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
         b = codes.shape[0]
         z = codes.transpose(1, 2).reshape(b, -1, *self.grid)
-        return self.decoder(z.to(self.decoder.conv_in.weight.dtype))
+        features = None
+        if self.previous is not None:
+            if previous is None:
+                raise ValueError("this tokenizer decodes a frame from its tokens and the frame before: give previous")
+            features = self.previous(previous.to(self.decoder.conv_in.weight.dtype))
+        return self.decoder(z.to(self.decoder.conv_in.weight.dtype), features)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Quantized]:
+    def forward(self, x: torch.Tensor, previous: torch.Tensor | None = None) -> tuple[torch.Tensor, Quantized]:
         """Reconstruction of ``x`` (straight-through gradients) and the quantisation."""
         q = self.quantizer(self._latents(x))
-        return self._decode_codes(q.z_q), q
+        return self._decode_codes(q.z_q, previous), q
 
-    def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Reconstruction, gradient, codebook and commitment losses on frames ``x[B, C, H, W]``, the
-        weighted total under ``"tokenizer"``, and the batch's codebook perplexity (logged only)."""
-        recon, q = self(x)
+    def losses(self, x: torch.Tensor, previous: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Reconstruction, gradient, codebook and commitment losses on frames ``x[B, C, H, W]`` (each
+        decoded with the frame before it, ``previous``, where the decoder sees it), the weighted
+        total under ``"tokenizer"``, and the batch's codebook perplexity (logged only)."""
+        recon, q = self(x, previous)
         return autoencoder_losses(recon, x, q, self.cfg)

@@ -55,13 +55,17 @@ class TokenState:
     actions: torch.Tensor  # long [B, context_length]: actions[:, i] was taken at frame i of the window
     num_frames: torch.Tensor  # long [B]: frames in each dream's window (the rest is unused)
     cache: KVCache  # per-dream keys/values and lengths
+    # uint8 [B, H, W, C]: each dream's newest frame, which a tokenizer that sees the frame before
+    # decodes the next one with (``None`` for one that does not)
+    last_frame: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
         return self.tokens.shape[0]
 
     def clone(self) -> TokenState:
-        return TokenState(self.tokens.clone(), self.actions.clone(), self.num_frames.clone(), self.cache.clone())
+        last = None if self.last_frame is None else self.last_frame.clone()
+        return TokenState(self.tokens.clone(), self.actions.clone(), self.num_frames.clone(), self.cache.clone(), last)
 
 
 class TokenWorldModel(FrameTokens, WorldModel):
@@ -115,9 +119,12 @@ class TokenWorldModel(FrameTokens, WorldModel):
             k, v = self.gpt.prefill(seq)
         cache.set_rows(rows, k.to(cache.k.dtype), v.to(cache.v.dtype))
 
-    def state_from_tokens(self, tokens: torch.Tensor, actions: torch.Tensor) -> TokenState:
+    def state_from_tokens(
+        self, tokens: torch.Tensor, actions: torch.Tensor, last_frame: torch.Tensor | None = None
+    ) -> TokenState:
         """Dreams started from windows of frame tokens ``tokens[B, n, P]`` and ``actions[B, n - 1]``
-        (1 <= n <= context_length): what ``init_state`` does after encoding its frames."""
+        (1 <= n <= context_length): what ``init_state`` does after encoding its frames. A tokenizer
+        that sees the frame before also needs the newest frame, ``last_frame`` uint8 [B, H, W, C]."""
         b, n, p = tokens.shape
         w = self.config.context_length
         if not 1 <= n <= w or p != self.tokens_per_frame or actions.shape != (b, n - 1):
@@ -133,14 +140,19 @@ class TokenWorldModel(FrameTokens, WorldModel):
         cache = self.gpt.empty_cache(b, device)
         self._prefill_rows(cache, torch.arange(b, device=device), window[:, :n], acts[:, : n - 1])
         num_frames = torch.full((b,), n, dtype=torch.long, device=device)
-        return TokenState(window, acts, num_frames, cache)
+        if not self.tokenizer.sees_previous_frame:
+            last_frame = None
+        elif last_frame is None or last_frame.shape != (b, *self.obs_shape):
+            shape = ", ".join(map(str, self.obs_shape))
+            raise ValueError(f"this model decodes with the frame before: give last_frame [B, {shape}]")
+        return TokenState(window, acts, num_frames, cache, last_frame)
 
     @torch.no_grad()
     def init_state(self, frames: torch.Tensor, actions: torch.Tensor) -> TokenState:
         """Start dreams from real context: tokenize the K frames and cache the transformer's keys and
         values over them and their K - 1 actions."""
         frames, actions = self.check_context(frames, actions)
-        return self.state_from_tokens(self.encode(frames), actions)
+        return self.state_from_tokens(self.encode(frames), actions, frames[:, -1].clone())
 
     def _slide(self, state: TokenState) -> None:
         """In place: drop the oldest ``slide_frames`` frames of every full window and recompute
@@ -189,7 +201,9 @@ class TokenWorldModel(FrameTokens, WorldModel):
         new.tokens[rows, n] = next_tokens
         new.num_frames = n + 1
 
-        frames = self.decode(next_tokens)
+        frames = self.decode(next_tokens, state.last_frame)
+        if new.last_frame is not None:
+            new.last_frame = frames
         reward = class_to_reward(choose_classes(rew_logits, sample_heads, generator))
         terminated = choose_classes(end_logits, sample_heads, generator).bool()
         return StepResult(new, frames, reward, terminated)
@@ -211,6 +225,8 @@ class TokenWorldModel(FrameTokens, WorldModel):
         new.cache.k[:, mask] = fresh.cache.k.to(new.cache.k.dtype)
         new.cache.v[:, mask] = fresh.cache.v.to(new.cache.v.dtype)
         new.cache.lengths[mask] = fresh.cache.lengths
+        if new.last_frame is not None:
+            new.last_frame[mask] = fresh.last_frame
         return new
 
     # ---- training -----------------------------------------------------------------------------
