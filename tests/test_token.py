@@ -204,6 +204,28 @@ def test_a_decoder_that_sees_the_frame_before_starts_as_the_one_that_does_not():
     assert not torch.equal(sees.decode(tokens, frames[:, 0]), sees.decode(tokens, frames[:, 1]))
 
 
+def test_a_decoder_may_train_on_its_own_rebuild_of_the_frame_before():
+    """``tok_previous_reconstructed``: frames with two real frames before them are decoded with the
+    tokenizer's rebuild of the one before (as a dream feeds back its frames); others as they were."""
+    def losses(share: float, frames: torch.Tensor) -> torch.Tensor:
+        model = make_model(tok_previous_frame=True, tok_previous_reconstructed=share, randomized=True,
+                           **{**SEES_BEFORE, "tokenizer_frames": 3}).train()
+        model.set_training_stage("tokenizer")
+        n, t = frames.shape[:2]
+        no = torch.zeros(n, t - 1, dtype=torch.bool)
+        batch = Segments(frames, torch.zeros(n, t - 1, dtype=torch.long), torch.zeros(n, t - 1), no, no,
+                         torch.ones(n, t, dtype=torch.bool))
+        torch.manual_seed(0)
+        with torch.no_grad():
+            return model.training_losses(batch)["loss"]
+
+    three = torch.cat([detailed_pairs(2, seed=1), detailed_pairs(2, seed=2)[:, 1:]], dim=1)  # [2, 3, ...]
+    assert not torch.equal(losses(1.0, three), losses(0.0, three))
+    assert torch.equal(losses(1.0, three[:, 1:]), losses(0.0, three[:, 1:]))  # no frame two back: no rebuild
+    with pytest.raises(ValueError, match="tok_previous_reconstructed"):
+        make_model(tok_previous_reconstructed=1.5)
+
+
 def test_a_decoder_that_sees_the_frame_before_keeps_what_did_not_move():
     """Trained alike on the same pairs, the tokenizer whose decoder sees the frame before
     reconstructs the detail that 16 tokens cannot hold; the plain one blurs it."""

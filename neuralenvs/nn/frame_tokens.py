@@ -14,7 +14,8 @@ class FrameTokens:
     ``self.tokens_per_frame`` (S), and whose config has ``tokenizer_frames``. The tokenizer's
     ``losses(float frames)`` gives its training losses. A tokenizer whose ``sees_previous_frame``
     is true decodes a frame from its tokens and the frame before it (``decode(tokens, previous)``,
-    ``losses(frames, previous)``)."""
+    ``losses(frames, previous)``), and its config's ``tok_previous_reconstructed`` is the share of
+    training frames decoded with the tokenizer's own rebuild of the frame before."""
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 frames [..., H, W, C] -> tokens long [..., S]."""
@@ -53,4 +54,14 @@ class FrameTokens:
         if not self.tokenizer.sees_previous_frame:
             return self.tokenizer.losses(frames)
         before = batch.frames[rows, (pos - 1).clamp(min=0)].flatten(0, 1)[keep]
+        share = self.config.tok_previous_reconstructed
+        if share > 0:  # as a dream feeds its own frames back: the frame before as the tokenizer rebuilt it
+            two_back = (pos - 2).clamp(min=0)
+            deep = (batch.mask[rows, two_back] & (pos >= 2)).flatten()[keep]
+            pick = deep & (torch.rand(deep.shape, device=deep.device) < share)
+            if bool(pick.any()):
+                earlier = batch.frames[rows, two_back].flatten(0, 1)[keep][pick]
+                with torch.no_grad():
+                    before = before.clone()
+                    before[pick] = self.decode(self.encode(before[pick]), earlier)
         return self.tokenizer.losses(frames, frames_to_float(before).to(self.dtype))

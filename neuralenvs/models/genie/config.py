@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from neuralenvs.models.presets import (
+    check_between,
     check_levels,
     check_minimum,
     check_transformer_window,
@@ -47,6 +48,10 @@ class GenieConfig:
     tok_channels: tuple[int, ...] = (64, 128, 128)  # one entry per resolution level, top first
     tok_depths: tuple[int, ...] = (2, 2, 2)
     tok_patch_size: int = 4  # p x p pixels folded into channels before the first convolution
+    tok_previous_frame: bool = False  # the decoder also sees the frame before (neuralenvs.nn.previous_frame)
+    # with it: the share of training frames decoded with the tokenizer's own rebuild of the frame
+    # before (from its tokens and the frame before that), as a dream feeds back its own frames
+    tok_previous_reconstructed: float = 0.0
 
     # ---- latent action model
     n_latent: int = 8  # latent actions (Genie: 8)
@@ -88,6 +93,7 @@ class GenieConfig:
         check_minimum(self, 2, "vocab_size")
         check_minimum(self, 0, "temperature")
         check_transformer_window(self)
+        check_between(self, "tok_previous_reconstructed", 0.0, 1.0)
         if self.lam_transitions < 0:
             raise ValueError(f"lam_transitions must be >= 0 (0: all), got {self.lam_transitions}")
 

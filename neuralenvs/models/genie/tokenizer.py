@@ -8,7 +8,8 @@ tokens, one per 16x16-pixel patch. The decoder mirrors the encoder.
 
 Genie tokenizes video with an ST-ViViT so that tokens can carry temporal information; here the
 dynamics transformer attends across time itself, and a per-frame tokenizer keeps a dream step to
-one small decoder call per frame.
+one small decoder call per frame. With ``tok_previous_frame`` the decoder also sees the frame before
+(``neuralenvs.nn.previous_frame``); the tokens stay those of the frame alone.
 
 Frames are float ``[B, C, H, W]`` in ``[-1, 1]``; tokens are long ``[B, h * w]``, row-major.
 """
@@ -21,6 +22,7 @@ from torch import nn
 
 from neuralenvs.models.genie.config import GenieConfig
 from neuralenvs.nn.blocks import Downsample, ResidualBlock, Upsample, group_norm
+from neuralenvs.nn.previous_frame import PreviousFrameFeatures, decode_with_features
 from neuralenvs.nn.quantize import Quantized, VectorQuantizer, autoencoder_losses
 
 
@@ -30,8 +32,6 @@ def _level(in_channels: int, out_channels: int, depth: int) -> nn.Sequential:
 
 class Tokenizer(nn.Module):
     """Frames <-> tokens. ``encode`` / ``decode`` are what a dream uses; ``losses`` trains it."""
-
-    sees_previous_frame = False  # decodes a frame from its tokens alone
 
     def __init__(self, cfg: GenieConfig, img_channels: int, img_size: tuple[int, int]) -> None:
         super().__init__()
@@ -65,6 +65,11 @@ class Tokenizer(nn.Module):
                 dec.append(Upsample(ch[i - 1]))
         dec += [group_norm(ch[0]), nn.SiLU(), nn.Conv2d(ch[0], img_channels * p * p, kernel_size=3, padding=1)]
         self.decoder = nn.Sequential(*dec)
+        self.previous = PreviousFrameFeatures(img_channels, ch, cfg.tok_depths, p) if cfg.tok_previous_frame else None
+
+    @property
+    def sees_previous_frame(self) -> bool:
+        return self.previous is not None
 
     def _latents(self, x: torch.Tensor) -> torch.Tensor:
         """float [B, C, H, W] -> encoder outputs [B, h * w, code_dim]."""
@@ -72,27 +77,34 @@ class Tokenizer(nn.Module):
             x = F.pixel_unshuffle(x, self.patch)
         return self.encoder(x).flatten(2).transpose(1, 2)
 
-    def _decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        z = codes.transpose(1, 2).reshape(codes.shape[0], -1, *self.grid)
-        x = self.decoder(z.to(self.decoder[0].weight.dtype))
+    def _decode_codes(self, codes: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+        z = codes.transpose(1, 2).reshape(codes.shape[0], -1, *self.grid).to(self.decoder[0].weight.dtype)
+        if self.previous is None:
+            x = self.decoder(z)
+        elif previous is None:
+            raise ValueError("this tokenizer decodes a frame from its tokens and the frame before: give previous")
+        else:
+            x = decode_with_features(self.decoder, z, self.previous(previous.to(z.dtype)))
         return F.pixel_shuffle(x, self.patch) if self.patch > 1 else x
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Frames float [B, C, H, W] -> tokens long [B, h * w]."""
         return self.quantizer.quantize(self._latents(x))
 
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Tokens long [B, h * w] -> frames float [B, C, H, W] (not clamped)."""
-        return self._decode_codes(self.quantizer.lookup(tokens))
+    def decode(self, tokens: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens long [B, h * w] (and, if the decoder sees it, the frame before, float [B, C, H, W])
+        -> frames float [B, C, H, W] (not clamped)."""
+        return self._decode_codes(self.quantizer.lookup(tokens), previous)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Quantized]:
+    def forward(self, x: torch.Tensor, previous: torch.Tensor | None = None) -> tuple[torch.Tensor, Quantized]:
         """Reconstruction of ``x`` (straight-through gradients) and the quantisation."""
         q = self.quantizer(self._latents(x))
-        return self._decode_codes(q.z_q), q
+        return self._decode_codes(q.z_q, previous), q
 
-    def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def losses(self, x: torch.Tensor, previous: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """L1 + L2 + image-gradient reconstruction losses (a cheap stand-in for the perceptual loss
         Genie's tokenizer would use, whose network we would have to download), codebook and
-        commitment losses; the weighted total is ``"tokenizer"``."""
-        recon, q = self(x)
+        commitment losses, each frame of ``x`` decoded with the frame before it (``previous``) where
+        the decoder sees it; the weighted total is ``"tokenizer"``."""
+        recon, q = self(x, previous)
         return autoencoder_losses(recon, x, q, self.cfg)

@@ -56,13 +56,17 @@ class GenieState:
     tokens: torch.Tensor  # long [B, W - 1, S]
     latents: torch.Tensor  # long [B, W - 1]: the latent action that led into each frame
     valid: torch.Tensor  # bool [B, W - 1]: False where a dream has no frame yet
+    # uint8 [B, H, W, C]: each dream's newest frame, which a tokenizer that sees the frame before
+    # decodes the next one with (``None`` for one that does not)
+    last_frame: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
         return self.tokens.shape[0]
 
     def clone(self) -> GenieState:
-        return GenieState(self.tokens.clone(), self.latents.clone(), self.valid.clone())
+        last = None if self.last_frame is None else self.last_frame.clone()
+        return GenieState(self.tokens.clone(), self.latents.clone(), self.valid.clone(), last)
 
 
 class GenieWorldModel(FrameTokens, WorldModel):
@@ -154,6 +158,7 @@ class GenieWorldModel(FrameTokens, WorldModel):
             tokens=torch.zeros(b, w1, self.tokens_per_frame, dtype=torch.long, device=self.device),
             latents=torch.full((b, w1), self.config.n_latent, dtype=torch.long, device=self.device),
             valid=torch.zeros(b, w1, dtype=torch.bool, device=self.device),
+            last_frame=frames[:, -1].to(self.device).clone() if self.tokenizer.sees_previous_frame else None,
         )
         state.tokens[:, w1 - k :] = self.encode(frames)
         state.latents[:, w1 - k + 1 :] = self.infer_latent_actions(frames)
@@ -192,9 +197,12 @@ class GenieWorldModel(FrameTokens, WorldModel):
             latents=torch.cat([state.latents[:, 1:], latents[:, None]], dim=1),
             valid=F.pad(state.valid[:, 1:], (0, 1), value=True),
         )
+        frames = self.decode(tokens, state.last_frame)
+        if state.last_frame is not None:
+            new.last_frame = frames
         reward = class_to_reward(choose_classes(rew_logits, sample_heads, generator))
         terminated = choose_classes(end_logits.float(), sample_heads, generator).bool()
-        return StepResult(new, self.decode(tokens), reward, terminated)
+        return StepResult(new, frames, reward, terminated)
 
     @torch.no_grad()
     def step(
@@ -220,6 +228,8 @@ class GenieWorldModel(FrameTokens, WorldModel):
         fresh = self.init_state(frames, actions)
         new = state.clone()
         new.tokens[mask], new.latents[mask], new.valid[mask] = fresh.tokens, fresh.latents, fresh.valid
+        if new.last_frame is not None:
+            new.last_frame[mask] = fresh.last_frame
         return new
 
     # ---- training -----------------------------------------------------------------------------

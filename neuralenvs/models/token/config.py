@@ -42,6 +42,9 @@ class TokenConfig:
     # the decoder also sees the frame before (its own last output in a dream): a few coarse tokens say
     # where things are, the frame before what they look like and what did not move (after Delta-IRIS)
     tok_previous_frame: bool = False
+    # with it: the share of training frames decoded with the tokenizer's own rebuild of the frame
+    # before (from its tokens and the frame before that), as a dream feeds back its own frames
+    tok_previous_reconstructed: float = 0.0
 
     # ---- world model: a GPT over blocks [tokens of frame t, action t], one block per time step
     context_length: int = 20  # frames the transformer attends to (its window; IRIS: 20)
@@ -71,6 +74,7 @@ class TokenConfig:
         check_minimum(self, 0, "temperature")
         check_transformer_window(self)
         check_between(self, "slide_frames", 1, self.context_length - 1, "context_length - 1")
+        check_between(self, "tok_previous_reconstructed", 0.0, 1.0)
         if not 0.0 <= self.code_usage_decay < 1.0:
             raise ValueError(f"code_usage_decay must be in [0, 1), got {self.code_usage_decay}")
 

@@ -9,10 +9,8 @@ projection to ``code_dim``. Each spatial position of the result is quantised to 
 ``vocab_size`` codes: a 64x64 frame with IRIS's 5 levels (4 halvings) gives 4 x 4 = 16 tokens. The
 decoder mirrors the encoder.
 
-With ``tok_previous_frame`` the decoder also sees the frame before the one it decodes: a second,
-unquantised encoder of that frame adds its features to the decoder's at every resolution, through
-1x1 convolutions that start at zero (so a tokenizer fine-tuned into this starts as it was). The
-tokens stay those of the frame alone, so the transformer that predicts them is unchanged.
+With ``tok_previous_frame`` the decoder also sees the frame before the one it decodes
+(``neuralenvs.nn.previous_frame``); the tokens stay those of the frame alone.
 
 Frames are float ``[B, C, H, W]`` in ``[-1, 1]`` (``neuralenvs.world_model.frames_to_float``);
 tokens are long ``[B, h * w]``, row-major over the token grid.
@@ -26,6 +24,7 @@ from torch import nn
 
 from neuralenvs.models.token.config import TokenConfig
 from neuralenvs.nn.blocks import Downsample, ResidualBlock, SelfAttention2d, Upsample, group_norm
+from neuralenvs.nn.previous_frame import PreviousFrameFeatures, decode_with_features
 from neuralenvs.nn.quantize import Quantized, VectorQuantizer, autoencoder_losses
 
 
@@ -67,37 +66,6 @@ class Encoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(x)))
 
 
-class PreviousFrameFeatures(nn.Module):
-    """The frame before, encoded without quantisation: one feature map per resolution level, top
-    first, each projected (from zero) to the channels the decoder has there."""
-
-    def __init__(self, cfg: TokenConfig, img_channels: int) -> None:
-        super().__init__()
-        ch, p = cfg.tok_channels, cfg.tok_patch_size
-        self.patch = p
-        self.conv_in = nn.Conv2d(img_channels * p * p, ch[0], kernel_size=3, padding=1)
-        self.levels = nn.ModuleList()
-        self.down = nn.ModuleList()
-        self.to_decoder = nn.ModuleList()
-        for i, c in enumerate(ch):
-            c_prev = ch[max(0, i - 1)]
-            self.down.append(Downsample(c_prev) if i > 0 else nn.Identity())
-            self.levels.append(_level(c_prev, c, cfg.tok_depths[i], False))
-            self.to_decoder.append(nn.Conv2d(c, c, kernel_size=1))
-            nn.init.zeros_(self.to_decoder[-1].weight)
-            nn.init.zeros_(self.to_decoder[-1].bias)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.patch > 1:
-            x = F.pixel_unshuffle(x, self.patch)
-        x = self.conv_in(x)
-        features = []
-        for down, level, proj in zip(self.down, self.levels, self.to_decoder, strict=True):
-            x = level(down(x))
-            features.append(proj(x))
-        return features
-
-
 class Decoder(nn.Module):
     def __init__(self, cfg: TokenConfig, img_channels: int) -> None:
         super().__init__()
@@ -118,14 +86,7 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor, previous: list[torch.Tensor] | None = None) -> torch.Tensor:
         """``previous``: :class:`PreviousFrameFeatures`' maps, added where each level begins."""
         x = self.mid(self.conv_in(z))
-        if previous is None:
-            x = self.stages(x)
-        else:
-            pending = list(previous)  # the bottom level is decoded first
-            for module in self.stages:
-                if not isinstance(module, Upsample):
-                    x = x + pending.pop()
-                x = module(x)
+        x = self.stages(x) if previous is None else decode_with_features(self.stages, x, previous)
         x = self.conv_out(F.silu(self.norm_out(x)))
         return F.pixel_shuffle(x, self.patch) if self.patch > 1 else x
 
@@ -151,7 +112,9 @@ class Tokenizer(nn.Module):
             cfg.vocab_size, cfg.code_dim, cfg.normalize_codes, cfg.code_usage_decay, cfg.dead_code_threshold
         )
         self.decoder = Decoder(cfg, img_channels)
-        self.previous = PreviousFrameFeatures(cfg, img_channels) if cfg.tok_previous_frame else None
+        self.previous = None
+        if cfg.tok_previous_frame:
+            self.previous = PreviousFrameFeatures(img_channels, cfg.tok_channels, cfg.tok_depths, cfg.tok_patch_size)
 
     @property
     def sees_previous_frame(self) -> bool:
