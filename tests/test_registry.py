@@ -86,6 +86,7 @@ def test_utility_trains_in_the_dream_and_plays_the_real_game(checkpoint_dir):
     assert result["game"] == "Boxing" and result["agent"]["n_episodes"] == result["random"]["n_episodes"] == 1
     assert result["agent"]["lengths"][0] > 100  # a real game of Boxing, played to the end
     assert {"agent_hns", "random_hns", "train_seconds"} <= set(result)
+    assert result["algo_kwargs"]["n_steps"] == 16 and result["algo_kwargs"]["batch_size"] == 32  # as run
 
 
 def test_starts_from_a_dataset_adds_as_many_windows_of_its_episodes(tmp_path):
