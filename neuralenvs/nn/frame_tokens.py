@@ -27,14 +27,10 @@ class FrameTokens:
         """Tokens long [..., S] -> uint8 frames [..., H, W, C]. ``previous`` (uint8 [..., H, W, C]):
         the frame before each, for a tokenizer that sees it (others ignore it)."""
         lead = tokens.shape[:-1]
-        tokens = tokens.reshape(-1, self.tokens_per_frame)
-        if self.tokenizer.sees_previous_frame:
-            if previous is None:
-                raise ValueError("this model's tokenizer decodes a frame with the frame before it: give previous")
+        before = None
+        if previous is not None and self.tokenizer.sees_previous_frame:
             before = frames_to_float(previous.reshape(-1, *self.obs_shape)).to(self.dtype)
-            x = self.tokenizer.decode(tokens, before)
-        else:
-            x = self.tokenizer.decode(tokens)
+        x = self.tokenizer.decode(tokens.reshape(-1, self.tokens_per_frame), before)
         return float_to_frames(x.float()).reshape(*lead, *self.obs_shape)
 
     def _tokenizer_losses(self, batch: Segments) -> dict[str, torch.Tensor]:

@@ -41,7 +41,10 @@ class PreviousFrameFeatures(nn.Module):
             nn.init.zeros_(self.to_decoder[-1].weight)
             nn.init.zeros_(self.to_decoder[-1].bias)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor | None) -> list[torch.Tensor]:
+        if x is None:
+            raise ValueError("this tokenizer decodes a frame from its tokens and the frame before: give previous")
+        x = x.to(self.conv_in.weight.dtype)
         if self.patch > 1:
             x = F.pixel_unshuffle(x, self.patch)
         x = self.conv_in(x)

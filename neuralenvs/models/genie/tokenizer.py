@@ -81,10 +81,8 @@ class Tokenizer(nn.Module):
         z = codes.transpose(1, 2).reshape(codes.shape[0], -1, *self.grid).to(self.decoder[0].weight.dtype)
         if self.previous is None:
             x = self.decoder(z)
-        elif previous is None:
-            raise ValueError("this tokenizer decodes a frame from its tokens and the frame before: give previous")
         else:
-            x = decode_with_features(self.decoder, z, self.previous(previous.to(z.dtype)))
+            x = decode_with_features(self.decoder, z, self.previous(previous))
         return F.pixel_shuffle(x, self.patch) if self.patch > 1 else x
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -136,11 +136,7 @@ class Tokenizer(nn.Module):
     def _decode_codes(self, codes: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
         b = codes.shape[0]
         z = codes.transpose(1, 2).reshape(b, -1, *self.grid)
-        features = None
-        if self.previous is not None:
-            if previous is None:
-                raise ValueError("this tokenizer decodes a frame from its tokens and the frame before: give previous")
-            features = self.previous(previous.to(self.decoder.conv_in.weight.dtype))
+        features = None if self.previous is None else self.previous(previous)
         return self.decoder(z.to(self.decoder.conv_in.weight.dtype), features)
 
     def forward(self, x: torch.Tensor, previous: torch.Tensor | None = None) -> tuple[torch.Tensor, Quantized]:
