@@ -19,6 +19,7 @@ from neuralenvs.measure.horizon import (
     long_rollouts,
     look_over_horizon,
     sharpness,
+    worst_band_ratio,
 )
 from neuralenvs.models import build_model
 from neuralenvs.models.diffusion import DiffusionConfig
@@ -35,6 +36,18 @@ def test_sharpness_tells_noise_from_flat_frames() -> None:
     noise = rng.integers(0, 256, flat.shape, dtype=np.uint8)
     assert sharpness(flat) == 0.0
     assert 0 < sharpness(edges) < sharpness(noise)
+
+
+def test_the_worst_band_shows_noise_that_the_whole_frame_average_hides() -> None:
+    rng = np.random.default_rng(0)
+    real = rng.integers(60, 200, (4, 64, 64, 3), dtype=np.uint8)
+    real[:, 24:32] = 90  # a band the game keeps flat
+    dream = real.copy()
+    dream[:, 24:32] = rng.integers(0, 256, (4, 8, 64, 3), dtype=np.uint8)  # turned to noise there
+    assert sharpness(dream) / sharpness(real) < 1.33  # inside the goal on the whole-frame average
+    ratio, band = worst_band_ratio(dream, real)
+    assert band == 3 and ratio > 10
+    assert worst_band_ratio(real[::-1], real) == (pytest.approx(1.0, abs=0.05), pytest.approx(0, abs=8))
 
 
 def test_histogram_distance_is_zero_for_the_same_colours_and_one_for_none_shared() -> None:

@@ -6,6 +6,10 @@ part ways even when both are right), so the long horizon is judged by the look o
 - **sharpness**: the mean absolute Laplacian of the grey frames. A dream dissolving into noise has
   more of it than real frames of the game; a dream fading to a flat or blurred frame has less.
   Reported as the ratio dream / real (1.0 is the game's own).
+- **worst band's sharpness ratio**: the same ratio taken in each of ``LOOK_BANDS`` horizontal bands
+  of the frame (dreamed band against the same band of real frames), the one farthest from 1 (in
+  log terms) reported. A whole-frame ratio can sit at 1.0x while the band where the sprites fight
+  has turned to noise and the rest of the frame has gone still; the worst band shows it.
 - **colour-histogram distance**: total variation between the dream's and the real frames' joint RGB
   histograms (8 bins a channel); 0 when the colours are the game's, 1 when they share none.
 
@@ -25,12 +29,35 @@ from neuralenvs.world_model import WorldModel
 
 LOOK_STEPS = (50, 100, 300, 1000)
 HISTOGRAM_BINS = 8
+LOOK_BANDS = 8  # horizontal bands: 8 rows each of a 64-row frame, about one sprite's height
+
+
+def _abs_laplacian(frames: np.ndarray) -> np.ndarray:
+    """|Laplacian| of each grey frame, float32 [N, H, W], from uint8 [N, H, W, 3]."""
+    grey = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames]
+    return np.stack([np.abs(cv2.Laplacian(g, cv2.CV_32F)) for g in grey])
 
 
 def sharpness(frames: np.ndarray) -> float:
     """Mean |Laplacian| of the grey frames, uint8 [N, H, W, 3]."""
-    grey = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames]
-    return float(np.mean([np.abs(cv2.Laplacian(g, cv2.CV_32F)).mean() for g in grey]))
+    return float(_abs_laplacian(frames).mean())
+
+
+def band_sharpness(frames: np.ndarray, bands: int = LOOK_BANDS) -> np.ndarray:
+    """Mean |Laplacian| of the grey frames in each of ``bands`` horizontal bands, top first, [bands].
+    The Laplacian is taken on whole frames, so band edges are not counted as edges."""
+    lap = _abs_laplacian(frames)
+    return np.array([band.mean() for band in np.array_split(lap, bands, axis=1)])
+
+
+def worst_band_ratio(frames: np.ndarray, real: np.ndarray, bands: int = LOOK_BANDS) -> tuple[float, int]:
+    """The band sharpness ratio (dream / real, band by band) farthest from 1 in log terms, and
+    that band's index (0 at the top). A band that is flat in every real frame counts as
+    ``1 + dream's sharpness`` over 1, so noise on a flat band still shows."""
+    dream, game = band_sharpness(frames, bands), band_sharpness(real, bands)
+    ratios = np.where(game > 0, dream / np.maximum(game, 1e-12), 1.0 + dream)
+    worst = int(np.argmax(np.abs(np.log(np.maximum(ratios, 1e-6)))))
+    return float(ratios[worst]), worst
 
 
 def colour_histogram(frames: np.ndarray, bins: int = HISTOGRAM_BINS) -> np.ndarray:
@@ -88,15 +115,18 @@ def long_rollouts(
 
 
 def look_over_horizon(dreamed: dict[int, np.ndarray], real: np.ndarray) -> dict[str, dict[str, float]]:
-    """Sharpness ratio and histogram distance of the dreamed frames at each step against ``real``
-    frames of the game."""
+    """Sharpness ratio (whole frame and worst band) and histogram distance of the dreamed frames
+    at each step against ``real`` frames of the game."""
     real_sharpness = sharpness(real)
-    return {
-        str(s): {
+    look = {}
+    for s, frames in sorted(dreamed.items()):
+        band_ratio, band = worst_band_ratio(frames, real)
+        look[str(s)] = {
             "sharpness": sharpness(frames),
             "sharpness_ratio": sharpness(frames) / real_sharpness,
+            "worst_band_ratio": band_ratio,
+            "worst_band": band,
             "histogram_distance": histogram_distance(frames, real),
             "n": len(frames),
         }
-        for s, frames in sorted(dreamed.items())
-    }
+    return look
