@@ -67,10 +67,12 @@ class ChannelsLastCNN(NatureCNN):
         return super().forward(observations.contiguous(memory_format=torch.channels_last))
 
 
-# Dreams an agent trains in, stepped together in one batch. 64 dreams of 16 steps per PPO rollout
-# ran the KungFuMaster imagination loop 1.3 times as fast as 16 dreams of 64 steps, and its agents
-# scored as well or better in the real game (docs/speed.md, "The imagination loop").
-DREAMS_PER_AGENT = 64
+# Dreams an agent trains in, stepped together in one batch (PPO_ROLLOUT // 32 = 32 steps each per
+# rollout), measured in both transferring dreams (docs/transfer.md, section 19): KungFuMaster's
+# agents scored higher with 32 or 64 dreams than with 16; CrazyClimber's lower with 64 (9,066
+# against 11,092, the mean of PPO seeds 0-2) and as well with 32 (seeds 0-1). 32 runs the loop 1.1x
+# as fast as 16, 64 1.25x.
+DREAMS_PER_AGENT = 32
 # Dreams are short (DIAMOND cuts them at 15 steps) and many run at once: PPO collects 1,024 dreamed
 # transitions between updates (n_steps = PPO_ROLLOUT // n_envs per dream) instead of SB3's 2,048
 # per env, so a CPU budget of tens of thousands of steps still gives dozens of updates.

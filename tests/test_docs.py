@@ -77,7 +77,7 @@ def test_a_shown_command_parses(page: str, argv: list[str], monkeypatch: pytest.
 
 # The README's Python blocks at a size that runs in seconds: each budget shown there, cut down.
 SMALLER = {"learn(100_000)": "learn(64)", "n_episodes=20": "n_episodes=1", "num_envs=64": "num_envs=2",
-           "n_envs=64": "n_envs=2",
+           "n_envs=32": "n_envs=2",
            'PPO("CnnPolicy", venv)': 'PPO("CnnPolicy", venv, n_steps=4, batch_size=16)',
            'train_in_dream("ppo", venv, 100_000)':
                'train_in_dream("ppo", venv, 64, algo_kwargs={"n_steps": 4, "batch_size": 8})'}
