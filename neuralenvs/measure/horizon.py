@@ -50,12 +50,12 @@ def band_sharpness(frames: np.ndarray, bands: int = LOOK_BANDS) -> np.ndarray:
     return np.array([band.mean() for band in np.array_split(lap, bands, axis=1)])
 
 
-def worst_band_ratio(frames: np.ndarray, real: np.ndarray, bands: int = LOOK_BANDS) -> tuple[float, int]:
-    """The band sharpness ratio (dream / real, band by band) farthest from 1 in log terms, and
-    that band's index (0 at the top). A band that is flat in every real frame counts as
-    ``1 + dream's sharpness`` over 1, so noise on a flat band still shows."""
-    dream, game = band_sharpness(frames, bands), band_sharpness(real, bands)
-    ratios = np.where(game > 0, dream / np.maximum(game, 1e-12), 1.0 + dream)
+def worst_band(dream_bands: np.ndarray, real_bands: np.ndarray) -> tuple[float, int]:
+    """From :func:`band_sharpness` of dreamed and real frames: the band sharpness ratio (dream /
+    real, band by band) farthest from 1 in log terms, and that band's index (0 at the top). A band
+    that is flat in every real frame counts as ``1 + dream's sharpness`` over 1, so noise on a flat
+    band still shows."""
+    ratios = np.where(real_bands > 0, dream_bands / np.maximum(real_bands, 1e-12), 1.0 + dream_bands)
     worst = int(np.argmax(np.abs(np.log(np.maximum(ratios, 1e-6)))))
     return float(ratios[worst]), worst
 
@@ -117,13 +117,14 @@ def long_rollouts(
 def look_over_horizon(dreamed: dict[int, np.ndarray], real: np.ndarray) -> dict[str, dict[str, float]]:
     """Sharpness ratio (whole frame and worst band) and histogram distance of the dreamed frames
     at each step against ``real`` frames of the game."""
-    real_sharpness = sharpness(real)
+    real_sharpness, real_bands = sharpness(real), band_sharpness(real)
     look = {}
     for s, frames in sorted(dreamed.items()):
-        band_ratio, band = worst_band_ratio(frames, real)
+        dream_sharpness = sharpness(frames)
+        band_ratio, band = worst_band(band_sharpness(frames), real_bands)
         look[str(s)] = {
-            "sharpness": sharpness(frames),
-            "sharpness_ratio": sharpness(frames) / real_sharpness,
+            "sharpness": dream_sharpness,
+            "sharpness_ratio": dream_sharpness / real_sharpness,
             "worst_band_ratio": band_ratio,
             "worst_band": band,
             "histogram_distance": histogram_distance(frames, real),
