@@ -65,3 +65,22 @@ def test_a_fine_tuned_and_calibrated_dream_counts_every_run_and_every_real_step_
     assert budget["real_steps"] == 74_716 + 25_454  # episodes from outside the training data are real steps too
     assert budget["world_model_steps"] == 5500 and budget["world_model_seconds"] == 2100.5 and budget["runs"] == 2
     assert dream_budget(base)["real_steps"] == 74_716 and dream_budget(base)["runs"] == 1
+
+
+def test_speed_ab_times_dreams_in_turns_and_gives_ratios_to_the_first(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    genie, diffusion = "neuralenvs/Boxing-genie-v0", "neuralenvs/Boxing-diffusion-v0"
+    out = tmp_path / "ab.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "speed_ab.py"
+    subprocess.run(
+        [sys.executable, str(script), genie, diffusion, "--batches", "1",
+         "--rounds", "2", "--seconds", "0.05", "--threads", "1", "--out", str(out)],
+        check=True, capture_output=True,
+    )
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["dream"], r["batch"]) for r in rows] == [(genie, 1), (diffusion, 1)]
+    assert rows[0]["ratio_to_first"] == 1.0
+    assert all(len(r["transitions_per_second"]) == 2 and min(r["transitions_per_second"]) > 0 for r in rows)
+    assert rows[1]["ratio_to_first"] == rows[1]["median"] / rows[0]["median"]

@@ -1,0 +1,68 @@
+"""Two or more dreams timed in turns in one process: the fair way to compare their speed on a shared,
+noisy machine, where two separate runs of ``dream_speed.py`` can differ by a quarter.
+
+    python benchmarks/speed_ab.py checkpoints/boxing-token /tmp/token-before --batches 16 64 --rounds 3 \
+        --out benchmarks/results/speed_ab_token.json
+
+Each round times every dream once per batch size (``dream_speed.transitions_per_second``: a fixed
+number of seconds after an untimed warm-up step, under the env's no-grad / autocast context). Prints
+each dream's transitions/s per round and its median over the rounds as a ratio to the first dream's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+from dream_speed import transitions_per_second
+
+from neuralenvs.bench.report import write_json
+from neuralenvs.envs.dream import PRECISIONS
+from neuralenvs.registry import load_world_model
+from neuralenvs.utils.device import describe_hardware, resolve_device
+from neuralenvs.utils.memory import reuse_freed_memory
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dreams", nargs="+", help="dream ids or checkpoint folders; the first is the reference")
+    parser.add_argument("--batches", nargs="+", type=int, default=[16, 64])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0, help="timed seconds per measurement")
+    parser.add_argument("--precision", choices=PRECISIONS[:2], default="bf16")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", default="benchmarks/results/speed_ab.json")
+    args = parser.parse_args()
+    if len(args.dreams) < 2:
+        parser.error("give at least two dreams to compare")
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    reuse_freed_memory()
+    device = resolve_device(args.device)
+    models = {dream: load_world_model(dream, device=device).eval() for dream in args.dreams}
+    print(f"device {device} ({describe_hardware()}), {torch.get_num_threads()} threads, {args.precision}")
+    rates: dict[int, dict[str, list[float]]] = {b: {d: [] for d in args.dreams} for b in args.batches}
+    for _ in range(args.rounds):
+        for batch in args.batches:
+            for dream, model in models.items():
+                rates[batch][dream].append(transitions_per_second(model, batch, device, args.seconds, args.precision))
+
+    rows = []
+    reference = args.dreams[0]
+    for batch in args.batches:
+        base = statistics.median(rates[batch][reference])
+        for dream in args.dreams:
+            median = statistics.median(rates[batch][dream])
+            rows.append({"dream": dream, "batch": batch, "transitions_per_second": rates[batch][dream],
+                         "median": median, "ratio_to_first": median / base})
+            rounds = " / ".join(f"{r:.0f}" for r in rates[batch][dream])
+            print(f"batch {batch:>4} {dream:>40}: {rounds} transitions/s, median {median / base:.2f}x the first")
+    write_json(args.out, {"device": describe_hardware(), "torch_threads": torch.get_num_threads(),
+                          "precision": args.precision, "seconds": args.seconds, "rounds": args.rounds, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
