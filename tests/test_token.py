@@ -528,3 +528,17 @@ def test_a_decoder_is_fine_tuned_to_see_the_frame_before_and_the_transformer_kee
         Trainer(dataclasses.replace(fine, init_from=None, out=str(tmp_path / "x")), device="cpu")
     with pytest.raises(ValueError, match="not stages"):
         Trainer(dataclasses.replace(fine, stages=("dynamics",), out=str(tmp_path / "y")), device="cpu")
+
+
+def test_a_shallower_encoder_of_the_frame_before_is_smaller_and_still_decodes_with_it():
+    widths = {"tok_channels": (8, 16, 16)}  # a level that widens needs a projection without blocks
+    full = make_model(randomized=True, tok_previous_frame=True, **widths)
+    shallow = make_model(randomized=True, tok_previous_frame=True, tok_previous_depth=0, **widths)
+    size = lambda m: sum(p.numel() for p in m.tokenizer.previous.parameters())  # noqa: E731
+    assert size(shallow) < size(full) / 2
+    frames, _ = context(2, shallow)
+    tokens = shallow.encode(frames[:, -1])
+    # the frame before changes what is decoded from the same tokens
+    assert not torch.equal(shallow.decode(tokens, frames[:, 0]), shallow.decode(tokens, frames[:, -1]))
+    with pytest.raises(ValueError, match="tok_previous_depth"):
+        make_model(tok_previous_frame=True, tok_previous_depth=-1)

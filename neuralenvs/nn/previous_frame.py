@@ -23,7 +23,9 @@ from neuralenvs.nn.blocks import Downsample, ResidualBlock
 class PreviousFrameFeatures(nn.Module):
     """Frames float [B, C, H, W] -> one map per level, top first: level i has ``channels[i]``
     channels at the resolution of a decoder whose levels are ``channels`` (after folding
-    ``patch x patch`` pixel blocks into channels and halving between levels)."""
+    ``patch x patch`` pixel blocks into channels and halving between levels). ``depths[i]`` residual
+    blocks per level; 0 leaves a level its strided convolution alone (much cheaper: this encoder
+    runs at every dreamed step)."""
 
     def __init__(self, img_channels: int, channels: tuple[int, ...], depths: tuple[int, ...], patch: int) -> None:
         super().__init__()
@@ -35,7 +37,9 @@ class PreviousFrameFeatures(nn.Module):
         for i, c in enumerate(channels):
             c_prev = channels[max(0, i - 1)]
             self.down.append(Downsample(c_prev) if i > 0 else nn.Identity())
-            blocks = [ResidualBlock(c_prev if j == 0 else c, c) for j in range(depths[i])]
+            blocks: list[nn.Module] = [ResidualBlock(c_prev if j == 0 else c, c) for j in range(depths[i])]
+            if not blocks and c_prev != c:  # a level without blocks still changes the width
+                blocks = [nn.Conv2d(c_prev, c, kernel_size=1)]
             self.levels.append(nn.Sequential(*blocks))
             self.to_decoder.append(nn.Conv2d(c, c, kernel_size=1))
             nn.init.zeros_(self.to_decoder[-1].weight)
