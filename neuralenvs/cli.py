@@ -7,9 +7,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from neuralenvs.errors import NeuralEnvsError
 from neuralenvs.utils.memory import reuse_freed_memory
+
+if TYPE_CHECKING:
+    from neuralenvs.data import EpisodeDataset
 
 
 def _write_json(result: dict, path: str | None) -> None:
@@ -80,6 +84,13 @@ def cmd_fidelity(args: argparse.Namespace) -> None:
                       args.json, args.record)
 
 
+def _last_episodes(dataset: EpisodeDataset, held_out: int, path: str) -> list[int]:
+    """The last ``held_out`` episodes (all of them: a separate test set)."""
+    if not 0 < held_out <= dataset.num_episodes:
+        raise SystemExit(f"--held-out must be between 1 and the {dataset.num_episodes} episodes of {path}")
+    return list(range(dataset.num_episodes - held_out, dataset.num_episodes))
+
+
 def _measure_fidelity(checkpoint: str, data: str, held_out: int, windows: int, seed: int, device: str | None,
                       json_path: str | None, record: bool) -> None:
     from neuralenvs.checkpoint import build_world_model, load_checkpoint
@@ -88,7 +99,7 @@ def _measure_fidelity(checkpoint: str, data: str, held_out: int, windows: int, s
 
     model = build_world_model(load_checkpoint(checkpoint), device=device)
     dataset = EpisodeDataset(data)
-    _, held_out_episodes = dataset.split(held_out)
+    held_out_episodes = _last_episodes(dataset, held_out, data)
     result = measure_fidelity(model, dataset, held_out_episodes, num_windows=windows, seed=seed, progress=True)
     result["checkpoint"] = str(checkpoint)
     result["data"] = str(data)
@@ -109,9 +120,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     model = build_world_model(checkpoint, device="cpu")
     data = EpisodeDataset(args.data)
     held_out = data.num_episodes if args.held_out is None else args.held_out
-    if not 0 < held_out <= data.num_episodes:
-        raise SystemExit(f"--held-out must be between 1 and the {data.num_episodes} episodes of {args.data}")
-    episodes = list(range(data.num_episodes - held_out, data.num_episodes))
+    episodes = _last_episodes(data, held_out, args.data)
     fitted = calibrate_reward_prior(model, data, episodes)
     # the episodes a training run of this checkpoint held out cost no real steps beyond its data
     held_out_of_training = any(
@@ -195,7 +204,8 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def _add_fidelity_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--held-out", type=int, default=5, help="the last N episodes of --data are used")
+    p.add_argument("--held-out", type=int, default=5,
+                   help="the last N episodes of --data are used (all of them for a separate test set)")
     p.add_argument("--windows", type=int, default=128, help="dream rollouts to score")
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)

@@ -3,6 +3,7 @@ and recall are counted right, per reward sign and for episode ends."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +180,13 @@ def test_calibrate_makes_a_sampling_dream_pay_as_often_as_the_game_on_the_calibr
     fit = load_checkpoint(tmp_path / "c").config["provenance"]["reward_prior_calibrated"]
     assert fit["first_episode"] == 1 and fit["signs"]["+1"]["real"] == 8  # the last two episodes only
     assert fit["adds_real_steps"] == 0  # the ones training held out: already in the dream's budget
+    # fidelity on every episode of a separate test set; not more episodes than it has
+    out = tmp_path / "fidelity.json"
+    monkeypatch.setattr("sys.argv", ["neuralenvs", "fidelity", "--checkpoint", str(tmp_path / "a"), "--data",
+                                     str(tmp_path / "d"), "--held-out", "3", "--windows", "4", "--json", str(out)])
+    cli.main()
+    assert json.loads(out.read_text())["episodes"] == [0, 1, 2]
+    monkeypatch.setattr("sys.argv", ["neuralenvs", "fidelity", "--checkpoint", str(tmp_path / "a"), "--data",
+                                     str(tmp_path / "d"), "--held-out", "4"])
+    with pytest.raises(SystemExit, match="between 1 and the 3 episodes"):
+        cli.main()

@@ -540,5 +540,10 @@ def test_a_shallower_encoder_of_the_frame_before_is_smaller_and_still_decodes_wi
     tokens = shallow.encode(frames[:, -1])
     # the frame before changes what is decoded from the same tokens
     assert not torch.equal(shallow.decode(tokens, frames[:, 0]), shallow.decode(tokens, frames[:, -1]))
-    with pytest.raises(ValueError, match="tok_previous_depth"):
-        make_model(tok_previous_frame=True, tok_previous_depth=-1)
+    # per level: blocks only where the maps are small
+    coarse = make_model(randomized=True, tok_previous_frame=True, tok_previous_depth=[0, 1, 1], **widths)
+    assert size(shallow) < size(coarse) < size(full)
+    assert [len(level) for level in coarse.tokenizer.previous.levels] == [0, 1, 1]
+    for bad in (-1, (0, 1)):
+        with pytest.raises(ValueError, match="tok_previous_depth"):
+            make_model(tok_previous_frame=True, tok_previous_depth=bad, **widths)

@@ -45,9 +45,9 @@ class TokenConfig:
     # with it: the share of training frames decoded with the tokenizer's own rebuild of the frame
     # before (from its tokens and the frame before that), as a dream feeds back its own frames
     tok_previous_reconstructed: float = 0.0
-    # residual blocks per level of the encoder of the frame before (None: tok_depths); fewer cost less
-    # at every dreamed step
-    tok_previous_depth: int | None = None
+    # residual blocks of the encoder of the frame before, per level or one number for all (None:
+    # tok_depths); fewer cost less at every dreamed step, most at the top (largest) levels
+    tok_previous_depth: int | tuple[int, ...] | None = None
 
     # ---- world model: a GPT over blocks [tokens of frame t, action t], one block per time step
     context_length: int = 20  # frames the transformer attends to (its window; IRIS: 20)
@@ -79,9 +79,22 @@ class TokenConfig:
         check_between(self, "slide_frames", 1, self.context_length - 1, "context_length - 1")
         check_between(self, "tok_previous_reconstructed", 0.0, 1.0)
         if self.tok_previous_depth is not None:
-            check_minimum(self, 0, "tok_previous_depth")
+            depths = self.tok_previous_depth
+            if isinstance(depths, int):
+                depths = (depths,) * len(self.tok_channels)
+            if len(depths) != len(self.tok_channels) or min(depths) < 0:
+                raise ValueError(
+                    f"tok_previous_depth must be a number >= 0 or one per tokenizer level "
+                    f"({len(self.tok_channels)}), got {self.tok_previous_depth}"
+                )
         if not 0.0 <= self.code_usage_decay < 1.0:
             raise ValueError(f"code_usage_decay must be in [0, 1), got {self.code_usage_decay}")
+
+    @property
+    def previous_frame_depths(self) -> tuple[int, ...]:
+        """Residual blocks per level of the encoder of the frame before."""
+        depths = self.tok_depths if self.tok_previous_depth is None else self.tok_previous_depth
+        return (depths,) * len(self.tok_channels) if isinstance(depths, int) else depths
 
     @property
     def downsampling(self) -> int:

@@ -114,10 +114,9 @@ class Tokenizer(nn.Module):
         self.decoder = Decoder(cfg, img_channels)
         self.previous = None
         if cfg.tok_previous_frame:
-            depths = cfg.tok_depths
-            if cfg.tok_previous_depth is not None:
-                depths = (cfg.tok_previous_depth,) * len(depths)
-            self.previous = PreviousFrameFeatures(img_channels, cfg.tok_channels, depths, cfg.tok_patch_size)
+            self.previous = PreviousFrameFeatures(
+                img_channels, cfg.tok_channels, cfg.previous_frame_depths, cfg.tok_patch_size
+            )
 
     @property
     def sees_previous_frame(self) -> bool:
