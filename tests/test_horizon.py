@@ -88,6 +88,20 @@ def test_a_dream_that_holds_every_pixel_scores_as_repeat_last_frame(tmp_path) ->
     for s in ("1", "5"):
         assert steps[s]["psnr"] == steps[s]["psnr_baseline"]
         assert steps[s]["psnr_gain_stderr"] == 0.0 < steps[s]["psnr_stderr"]  # paired: the same windows
+        assert steps[s]["psnr_gain_stderr_by_episode"] == 0.0
+
+
+def test_the_error_bar_by_episode_grows_when_an_episodes_windows_agree() -> None:
+    from neuralenvs.measure.fidelity import _clustered_stderr, _stderr
+
+    rng = np.random.default_rng(0)
+    independent = rng.normal(size=4000)
+    clusters = np.repeat(np.arange(40), 100)
+    assert _clustered_stderr(independent, clusters) == pytest.approx(_stderr(independent), rel=0.3)
+    # each episode's 100 windows share one offset: 40 draws' worth of information, not 4,000
+    shared = np.repeat(rng.normal(size=40), 100) + 0.01 * independent
+    assert _clustered_stderr(shared, clusters) > 5 * _stderr(shared)
+    assert _clustered_stderr(shared, clusters) == pytest.approx(np.std(shared[::100]) / np.sqrt(40), rel=0.1)
 
 
 def test_a_policy_steers_a_long_rollout_from_what_the_dream_shows_it() -> None:

@@ -46,6 +46,18 @@ def _stderr(values: Sequence[float] | np.ndarray) -> float:
     return float(np.std(values) / math.sqrt(len(values))) if len(values) else math.nan
 
 
+def _clustered_stderr(values: Sequence[float] | np.ndarray, clusters: Sequence[int] | np.ndarray) -> float:
+    """The standard error of the mean of ``values`` when those of one cluster (windows of one
+    episode) may be correlated: the spread of the clusters' summed deviations, not of the values
+    (the cluster-robust "CR0" estimator; with independent values it is about ``_stderr``)."""
+    values, clusters = np.asarray(values, float), np.asarray(clusters)
+    if len(values) == 0:
+        return math.nan
+    deviations = values - values.mean()
+    sums = [deviations[clusters == c].sum() for c in np.unique(clusters)]
+    return float(math.sqrt(float(np.sum(np.square(sums)))) / len(values))
+
+
 def _precision_recall(predicted: np.ndarray, real: np.ndarray) -> dict[str, float]:
     """For sign vectors: a hit is a nonzero prediction that equals the real nonzero sign."""
     hits = float(((predicted != 0) & (predicted == real)).sum())
@@ -76,6 +88,7 @@ def measure_fidelity(
     rng = np.random.default_rng(seed)
     windows = _windows(dataset, episodes, k, horizon, num_windows, rng)
     sums = {s: {"psnr": [], "ssim": [], "psnr_baseline": [], "ssim_baseline": []} for s in steps}
+    scored_episodes: dict[int, list[int]] = {s: [] for s in steps}  # the episode of each scored window
     reward_pred, reward_real, end_pred, end_real, round_trip = [], [], [], [], []
     tokenized = isinstance(model, FrameTokens)
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -127,6 +140,7 @@ def measure_fidelity(
                     sums[s]["ssim"] += ssim(frames[idx], target[idx]).tolist()
                     sums[s]["psnr_baseline"] += psnr(last_real[idx], target[idx]).clamp(max=PSNR_CAP).tolist()
                     sums[s]["ssim_baseline"] += ssim(last_real[idx], target[idx]).tolist()
+                    scored_episodes[s] += [e for (e, _), ok in zip(chunk, valid[:, s - 1], strict=True) if ok]
     per_step = {}
     for s, values in sums.items():
         per_step[str(s)] = {name: float(np.mean(v)) if v else math.nan for name, v in values.items()}
@@ -134,7 +148,11 @@ def measure_fidelity(
         per_step[str(s)]["psnr_stderr"] = _stderr(values["psnr"])
         # the dream and repeat-last are scored on the same windows: whether the dream beats it is
         # told by the spread of the per-window difference, far smaller than either one's spread
-        per_step[str(s)]["psnr_gain_stderr"] = _stderr(np.subtract(values["psnr"], values["psnr_baseline"]))
+        gain = np.subtract(values["psnr"], values["psnr_baseline"])
+        per_step[str(s)]["psnr_gain_stderr"] = _stderr(gain)
+        # windows of one episode overlap in time and share its course: an honester error bar when
+        # there are many windows per episode (it needs several episodes to mean anything)
+        per_step[str(s)]["psnr_gain_stderr_by_episode"] = _clustered_stderr(gain, scored_episodes[s])
     result = {
         "steps": per_step,
         "reward": _precision_recall(np.concatenate(reward_pred), np.concatenate(reward_real)),
