@@ -150,7 +150,7 @@ def measure_fidelity(
         # told by the spread of the per-window difference, far smaller than either one's spread
         gain = np.subtract(values["psnr"], values["psnr_baseline"])
         per_step[str(s)]["psnr_gain_stderr"] = _stderr(gain)
-        # windows of one episode overlap in time and share its course: an honester error bar when
+        # windows of one episode overlap in time and share its course: a more honest error bar when
         # there are many windows per episode (it needs several episodes to mean anything)
         per_step[str(s)]["psnr_gain_stderr_by_episode"] = _clustered_stderr(gain, scored_episodes[s])
     result = {

@@ -79,9 +79,7 @@ class TokenConfig:
         check_between(self, "slide_frames", 1, self.context_length - 1, "context_length - 1")
         check_between(self, "tok_previous_reconstructed", 0.0, 1.0)
         if self.tok_previous_depth is not None:
-            depths = self.tok_previous_depth
-            if isinstance(depths, int):
-                depths = (depths,) * len(self.tok_channels)
+            depths = self.previous_frame_depths
             if len(depths) != len(self.tok_channels) or min(depths) < 0:
                 raise ValueError(
                     f"tok_previous_depth must be a number >= 0 or one per tokenizer level "
