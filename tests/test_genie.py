@@ -314,21 +314,6 @@ def test_a_decoder_that_sees_the_frame_before_decodes_each_dreamed_frame_with_th
         model.decode(first.state.tokens[:, -1])
 
 
-def test_a_residual_decoder_starts_as_the_frame_before_and_then_draws_a_change_onto_it():
-    fresh = make_model(tok_previous_frame=True, tok_previous_residual=True)
-    frames, _ = context(2, fresh, seed=4)
-    tokens = fresh.encode(frames[:, -1])
-    assert torch.equal(fresh.decode(tokens, frames[:, 0]), frames[:, 0])  # whatever the tokens say
-    trained = make_model(randomized=True, tok_previous_frame=True, tok_previous_residual=True)
-    plain = make_model(randomized=True, tok_previous_frame=True)  # the same weights, no frame added
-    x, before = (frames_to_float(f).to(torch.float32) for f in (frames[:, -1], frames[:, 0]))
-    codes = trained.tokenizer.encode(x)
-    torch.testing.assert_close(trained.tokenizer.decode(codes, before),
-                               plain.tokenizer.decode(codes, before) + before)
-    with pytest.raises(ValueError, match="tok_previous_residual"):
-        make_model(tok_previous_residual=True)
-
-
 def test_context_latents_are_read_from_the_frames():
     """init_state reads the latent actions between its frames with the LAM (the given context
     actions are checked, not used); a repeated single image gives the same dream whatever they are."""

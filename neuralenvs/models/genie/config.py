@@ -52,9 +52,6 @@ class GenieConfig:
     # with it: the share of training frames decoded with the tokenizer's own rebuild of the frame
     # before (from its tokens and the frame before that), as a dream feeds back its own frames
     tok_previous_reconstructed: float = 0.0
-    # with it: the decoder draws the change from the frame before, added to that frame (its last
-    # layer starts at zero, so a fresh one repeats the frame before); what did not move is then exact
-    tok_previous_residual: bool = False
 
     # ---- latent action model
     n_latent: int = 8  # latent actions (Genie: 8)
@@ -97,8 +94,6 @@ class GenieConfig:
         check_minimum(self, 0, "temperature")
         check_transformer_window(self)
         check_between(self, "tok_previous_reconstructed", 0.0, 1.0)
-        if self.tok_previous_residual and not self.tok_previous_frame:
-            raise ValueError("tok_previous_residual adds the frame before: it needs tok_previous_frame")
         if self.lam_transitions < 0:
             raise ValueError(f"lam_transitions must be >= 0 (0: all), got {self.lam_transitions}")
 

@@ -9,8 +9,7 @@ tokens, one per 16x16-pixel patch. The decoder mirrors the encoder.
 Genie tokenizes video with an ST-ViViT so that tokens can carry temporal information; here the
 dynamics transformer attends across time itself, and a per-frame tokenizer keeps a dream step to
 one small decoder call per frame. With ``tok_previous_frame`` the decoder also sees the frame before
-(``neuralenvs.nn.previous_frame``); the tokens stay those of the frame alone. With
-``tok_previous_residual`` it draws the change from the frame before and adds that frame.
+(``neuralenvs.nn.previous_frame``); the tokens stay those of the frame alone.
 
 Frames are float ``[B, C, H, W]`` in ``[-1, 1]``; tokens are long ``[B, h * w]``, row-major.
 """
@@ -67,9 +66,6 @@ class Tokenizer(nn.Module):
         dec += [group_norm(ch[0]), nn.SiLU(), nn.Conv2d(ch[0], img_channels * p * p, kernel_size=3, padding=1)]
         self.decoder = nn.Sequential(*dec)
         self.previous = PreviousFrameFeatures(img_channels, ch, cfg.tok_depths, p) if cfg.tok_previous_frame else None
-        if cfg.tok_previous_residual:
-            nn.init.zeros_(self.decoder[-1].weight)
-            nn.init.zeros_(self.decoder[-1].bias)
 
     @property
     def sees_previous_frame(self) -> bool:
@@ -87,8 +83,7 @@ class Tokenizer(nn.Module):
             x = self.decoder(z)
         else:
             x = decode_with_features(self.decoder, z, self.previous(previous))
-        x = F.pixel_shuffle(x, self.patch) if self.patch > 1 else x
-        return x + previous.to(x.dtype) if self.cfg.tok_previous_residual else x
+        return F.pixel_shuffle(x, self.patch) if self.patch > 1 else x
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Frames float [B, C, H, W] -> tokens long [B, h * w]."""
