@@ -76,6 +76,10 @@ class WorldModel(nn.Module, abc.ABC):
     # samples them from ``TrainConfig.labelled_data`` and skips them without it. Families that
     # learn everything from labelled episodes leave this empty.
     labelled_stages: ClassVar[tuple[str, ...]] = ()
+    # The fewest dreams per step at which bf16 autocast beats fp32 on a CPU with native bf16; below
+    # it ``precision="auto"`` dreams in fp32. A family whose step is many small operations (a token
+    # at a time) pays autocast's casts without gaining from bf16's matrix products.
+    cpu_bf16_min_batch: ClassVar[int] = 1
 
     def __init__(self, config: Any, obs_shape: tuple[int, int, int], num_actions: int) -> None:
         super().__init__()

@@ -49,17 +49,21 @@ def _check_positive_int(value: Any, name: str) -> int:
 PRECISIONS = ("fp32", "bf16", "auto")
 # bf16 where the hardware runs it natively: the shipped dreams' PSNR at steps 1 to 50 moves by at
 # most 0.2 dB from fp32's, and they dream 1.1 to 2 times as fast at batch 16 to 256 on a 2-core
-# EPYC with AVX-512 bf16 (the token dream is slower at batch 1 and no faster at 16; docs/speed.md)
+# EPYC with AVX-512 bf16; on a CPU, not below the family's ``WorldModel.cpu_bf16_min_batch`` (a
+# single token or genie dream runs 1.7x / 1.2x as fast in fp32 there; docs/speed.md)
 DEFAULT_PRECISION = "auto"
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: str, device: torch.device, batch_size: int | None = None,
+                      cpu_bf16_min_batch: int = 1) -> str:
     """``"fp32"`` or ``"bf16"``: ``precision`` itself, or for ``"auto"`` bf16 where ``device`` runs
-    it natively."""
+    it natively, unless ``device`` is a CPU and ``batch_size`` dreams are fewer than
+    ``cpu_bf16_min_batch``."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
-        return "bf16" if has_fast_bf16(device) else "fp32"
+        too_few = device.type == "cpu" and batch_size is not None and batch_size < cpu_bf16_min_batch
+        return "bf16" if has_fast_bf16(device) and not too_few else "fp32"
     return precision
 
 
@@ -105,7 +109,8 @@ class DreamVectorEnv(VectorEnv):
         max_episode_steps: alias of ``horizon``, accepted because ``gymnasium.make_vec`` passes a
             registered ``max_episode_steps`` to vector entry points; it wins when given.
         precision: ``"auto"`` (the default: bf16 on a GPU with bf16 or a CPU with AMX / AVX-512
-            bf16, else fp32), ``"fp32"`` or ``"bf16"`` (the model runs under bf16 autocast;
+            bf16, else fp32; on a CPU fp32 for fewer dreams than the family's
+            ``cpu_bf16_min_batch``), ``"fp32"`` or ``"bf16"`` (the model runs under bf16 autocast;
             ``benchmarks/dream_speed.py`` measures the speed, docs/speed.md the fidelity).
 
     ``step`` returns rewards as float32 (the dtype SB3 buffers use; gymnasium's own vector envs use
@@ -155,7 +160,7 @@ class DreamVectorEnv(VectorEnv):
             raise ValueError(f"output must be 'numpy' or 'torch', got {output!r}")
         self.output = output
         self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
+        self.precision = resolve_precision(precision, self.device, self.num_envs, model.cpu_bf16_min_batch)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
                 f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}"
