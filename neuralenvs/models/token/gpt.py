@@ -71,13 +71,9 @@ class WorldModelGPT(nn.Module):
     def is_action(self, positions: torch.Tensor) -> torch.Tensor:
         return positions % self.block_size == self.block_size - 1
 
-    def embed(self, seq: torch.Tensor, positions: torch.Tensor, frame_tokens: bool = False) -> torch.Tensor:
-        """Embed tokens ``seq[B, T]`` at window positions ``positions[B, T]`` (or ``[T]``).
-        ``frame_tokens``: the caller knows none is an action (the same result in fewer operations,
-        which a dream's per-token passes are made of)."""
+    def embed(self, seq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Embed tokens ``seq[B, T]`` at window positions ``positions[B, T]`` (or ``[T]``)."""
         positions = positions.expand_as(seq)
-        if frame_tokens:
-            return self.obs_embedding(seq) + self.pos_embedding(positions)
         is_action = self.is_action(positions)
         obs = self.obs_embedding(seq.clamp(0, self.vocab_size - 1))
         act = self.action_embedding(seq.clamp(0, self.num_actions - 1))
@@ -104,8 +100,8 @@ class WorldModelGPT(nn.Module):
         _, k, v = self.transformer.prefill(self.embed(seq, positions))
         return k, v
 
-    def feed(self, seq: torch.Tensor, cache: KVCache, frame_tokens: bool = False) -> torch.Tensor:
+    def feed(self, seq: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """Feed ``seq[B, T]`` after each row's cached tokens (updating ``cache`` in place) and return
-        the outputs ``[B, T, dim]``. ``frame_tokens``: see :meth:`embed`."""
+        the outputs ``[B, T, dim]``."""
         positions = cache.lengths[:, None] + torch.arange(seq.shape[1], device=seq.device)
-        return self.transformer.forward_cached(self.embed(seq, positions, frame_tokens), cache)
+        return self.transformer.forward_cached(self.embed(seq, positions), cache)

@@ -198,7 +198,7 @@ class TokenWorldModel(FrameTokens, WorldModel):
             token = self._sample_tokens(self.gpt.head_obs(out), generator)
             next_tokens[:, i] = token
             if i < p - 1:
-                out = self.gpt.feed(token[:, None], new.cache, frame_tokens=True)[:, -1]
+                out = self.gpt.feed(token[:, None], new.cache)[:, -1]
         new.tokens[rows, n] = next_tokens
         new.num_frames = n + 1
 
