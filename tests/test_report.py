@@ -84,3 +84,24 @@ def test_speed_ab_times_dreams_in_turns_and_gives_ratios_to_the_first(tmp_path: 
     assert rows[0]["ratio_to_first"] == 1.0
     assert all(len(r["transitions_per_second"]) == 2 and min(r["transitions_per_second"]) > 0 for r in rows)
     assert rows[1]["ratio_to_first"] == rows[1]["median"] / rows[0]["median"]
+
+
+def test_the_narrow_agent_encoder_is_natures_layout_at_half_the_width() -> None:
+    import importlib.util
+
+    import gymnasium as gym
+    import numpy as np
+    import torch
+    from stable_baselines3.common.torch_layers import NatureCNN
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "narrow_policy.py"
+    spec = importlib.util.spec_from_file_location("narrow_policy", script)
+    narrow_policy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(narrow_policy)
+    space = gym.spaces.Box(0, 255, (12, 64, 64), np.uint8)  # 4 stacked RGB frames, channels first
+    narrow, nature = narrow_policy.NarrowCNN(space), NatureCNN(space)
+    size = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert size(narrow) < size(nature) / 2
+    assert [m.out_channels for m in narrow.cnn if isinstance(m, torch.nn.Conv2d)] == [16, 32, 32]
+    obs = torch.rand(3, 12, 64, 64) * 255
+    assert narrow(obs).shape == (3, 256) and (narrow(obs) >= 0).all()
