@@ -31,7 +31,8 @@ from neuralenvs.utils.memory import reuse_freed_memory
 
 class NarrowCNN(BaseFeaturesExtractor):
     """NatureCNN's three convolutions (8x8 stride 4, 4x4 stride 2, 3x3 stride 1) and linear layer
-    with ``width`` times its channels and features, fed channels-last like the package's encoder."""
+    with ``width`` times its channels and ``features_dim`` features (NatureCNN: 512), fed
+    channels-last like the package's encoder."""
 
     def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 256, width: float = 0.5) -> None:
         super().__init__(observation_space, features_dim)
