@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neuralenvs.nn.discriminator import PatchDiscriminator, adversarial_losses
+
 
 @dataclass
 class Quantized:
@@ -179,12 +181,15 @@ class FiniteScalarQuantizer(nn.Module):
         return (q.long() * self._strides).sum(dim=-1)
 
 
-def autoencoder_losses(recon: torch.Tensor, x: torch.Tensor, q: Quantized, config: Any) -> dict[str, torch.Tensor]:
+def autoencoder_losses(
+    recon: torch.Tensor, x: torch.Tensor, q: Quantized, config: Any, discriminator: PatchDiscriminator | None = None
+) -> dict[str, torch.Tensor]:
     """The losses of a quantised frame autoencoder: L1 + L2 + image-gradient reconstruction (a cheap
     stand-in for a perceptual loss, whose network we would have to download), codebook and
     commitment, weighted by ``config``'s ``l1_weight``, ``l2_weight``, ``gradient_weight``,
-    ``codebook_weight`` and ``commitment_weight``. The total is ``"tokenizer"``; the batch's
-    codebook perplexity is logged only."""
+    ``codebook_weight`` and ``commitment_weight``; with a ``discriminator``, also the adversarial
+    losses of :mod:`neuralenvs.nn.discriminator` (the decoder's weighted by ``adversarial_weight``).
+    The total is ``"tokenizer"``; the batch's codebook perplexity is logged only."""
     recon, x = recon.float(), x.float()
     l1 = (recon - x).abs().mean()
     l2 = (recon - x).pow(2).mean()
@@ -196,6 +201,10 @@ def autoencoder_losses(recon: torch.Tensor, x: torch.Tensor, q: Quantized, confi
         + config.codebook_weight * q.codebook_loss
         + config.commitment_weight * q.commitment_loss
     )
+    logs = {}
+    if discriminator is not None:
+        logs = adversarial_losses(discriminator, recon, x)
+        total = total + config.adversarial_weight * logs["fool"] + logs["discriminator"]
     return {
         "tokenizer": total,
         "recon_l1": l1,
@@ -204,6 +213,7 @@ def autoencoder_losses(recon: torch.Tensor, x: torch.Tensor, q: Quantized, confi
         "codebook": q.codebook_loss,
         "commitment": q.commitment_loss,
         "perplexity": q.perplexity,
+        **logs,
     }
 
 

@@ -83,6 +83,9 @@ class GenieConfig:
     gradient_weight: float = 0.5
     commitment_weight: float = 0.25
     codebook_weight: float = 1.0
+    # > 0: a patch discriminator trains beside the decoder, which also learns to fool it with this
+    # weight (neuralenvs.nn.discriminator): sharper frames where pixel losses settle for a blur
+    adversarial_weight: float = 0.0
 
     def __post_init__(self) -> None:
         lists_to_tuples(self)
@@ -94,6 +97,7 @@ class GenieConfig:
         check_minimum(self, 0, "temperature")
         check_transformer_window(self)
         check_between(self, "tok_previous_reconstructed", 0.0, 1.0)
+        check_minimum(self, 0, "adversarial_weight")
         if self.lam_transitions < 0:
             raise ValueError(f"lam_transitions must be >= 0 (0: all), got {self.lam_transitions}")
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from neuralenvs.models.genie.config import GenieConfig
 from neuralenvs.nn.blocks import Downsample, ResidualBlock, Upsample, group_norm
+from neuralenvs.nn.discriminator import PatchDiscriminator
 from neuralenvs.nn.previous_frame import PreviousFrameFeatures, decode_with_features
 from neuralenvs.nn.quantize import Quantized, VectorQuantizer, autoencoder_losses
 
@@ -66,6 +67,7 @@ class Tokenizer(nn.Module):
         dec += [group_norm(ch[0]), nn.SiLU(), nn.Conv2d(ch[0], img_channels * p * p, kernel_size=3, padding=1)]
         self.decoder = nn.Sequential(*dec)
         self.previous = PreviousFrameFeatures(img_channels, ch, cfg.tok_depths, p) if cfg.tok_previous_frame else None
+        self.discriminator = PatchDiscriminator(img_channels) if cfg.adversarial_weight > 0 else None
 
     @property
     def sees_previous_frame(self) -> bool:
@@ -102,7 +104,8 @@ class Tokenizer(nn.Module):
     def losses(self, x: torch.Tensor, previous: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """L1 + L2 + image-gradient reconstruction losses (a cheap stand-in for the perceptual loss
         Genie's tokenizer would use, whose network we would have to download), codebook and
-        commitment losses, each frame of ``x`` decoded with the frame before it (``previous``) where
-        the decoder sees it; the weighted total is ``"tokenizer"``."""
+        commitment losses, and the adversarial ones with ``adversarial_weight``, each frame of ``x``
+        decoded with the frame before it (``previous``) where the decoder sees it; the weighted total
+        is ``"tokenizer"``."""
         recon, q = self(x, previous)
-        return autoencoder_losses(recon, x, q, self.cfg)
+        return autoencoder_losses(recon, x, q, self.cfg, self.discriminator)

@@ -67,6 +67,9 @@ class TokenConfig:
     gradient_weight: float = 0.5  # L1 between the images' horizontal/vertical differences
     commitment_weight: float = 0.25
     codebook_weight: float = 1.0
+    # > 0: a patch discriminator trains beside the decoder, which also learns to fool it with this
+    # weight (neuralenvs.nn.discriminator): sharper frames where pixel losses settle for a blur
+    adversarial_weight: float = 0.0
     rew_loss_weight: float = 1.0  # reward and termination cross-entropies vs the token one
 
     def __post_init__(self) -> None:
@@ -78,6 +81,7 @@ class TokenConfig:
         check_transformer_window(self)
         check_between(self, "slide_frames", 1, self.context_length - 1, "context_length - 1")
         check_between(self, "tok_previous_reconstructed", 0.0, 1.0)
+        check_minimum(self, 0, "adversarial_weight")
         if self.tok_previous_depth is not None:
             depths = self.previous_frame_depths
             if len(depths) != len(self.tok_channels) or min(depths) < 0:

@@ -24,6 +24,7 @@ from torch import nn
 
 from neuralenvs.models.token.config import TokenConfig
 from neuralenvs.nn.blocks import Downsample, ResidualBlock, SelfAttention2d, Upsample, group_norm
+from neuralenvs.nn.discriminator import PatchDiscriminator
 from neuralenvs.nn.previous_frame import PreviousFrameFeatures, decode_with_features
 from neuralenvs.nn.quantize import Quantized, VectorQuantizer, autoencoder_losses
 
@@ -117,6 +118,7 @@ class Tokenizer(nn.Module):
             self.previous = PreviousFrameFeatures(
                 img_channels, cfg.tok_channels, cfg.previous_frame_depths, cfg.tok_patch_size
             )
+        self.discriminator = PatchDiscriminator(img_channels) if cfg.adversarial_weight > 0 else None
 
     @property
     def sees_previous_frame(self) -> bool:
@@ -148,7 +150,8 @@ class Tokenizer(nn.Module):
 
     def losses(self, x: torch.Tensor, previous: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Reconstruction, gradient, codebook and commitment losses on frames ``x[B, C, H, W]`` (each
-        decoded with the frame before it, ``previous``, where the decoder sees it), the weighted
-        total under ``"tokenizer"``, and the batch's codebook perplexity (logged only)."""
+        decoded with the frame before it, ``previous``, where the decoder sees it), the adversarial
+        ones with ``adversarial_weight``, the weighted total under ``"tokenizer"``, and the batch's
+        codebook perplexity (logged only)."""
         recon, q = self(x, previous)
-        return autoencoder_losses(recon, x, q, self.cfg)
+        return autoencoder_losses(recon, x, q, self.cfg, self.discriminator)
