@@ -87,3 +87,17 @@ def test_a_tokenizer_with_an_adversarial_weight_trains_a_discriminator(family, c
 def test_a_negative_adversarial_weight_is_refused(config_class) -> None:
     with pytest.raises(ValueError, match="adversarial_weight"):
         dataclasses.replace(config_class.named("tiny"), adversarial_weight=-0.1)
+
+
+@pytest.mark.parametrize(("family", "config_class"), [("genie", GenieConfig), ("token", TokenConfig)])
+def test_the_decoders_adversarial_gradient_is_the_weight_times_the_pixel_losses(family, config_class) -> None:
+    torch.manual_seed(0)
+    config = dataclasses.replace(config_class.named("tiny"), adversarial_weight=0.3)
+    tokenizer = build_model(family, dataclasses.asdict(config), (32, 32, 3), 4).tokenizer
+    losses = tokenizer.losses(blocky_frames(2, 0))
+    pixels = config.l1_weight * losses["recon_l1"] + config.l2_weight * losses["recon_l2"]
+    pixels = pixels + config.gradient_weight * losses["gradient"]
+    last = tokenizer.decoder[-1].weight if family == "genie" else tokenizer.decoder.conv_out.weight
+    (g_pixels,) = torch.autograd.grad(pixels, last, retain_graph=True)
+    (g_adversarial,) = torch.autograd.grad(losses["adversarial_scale"] * losses["fool"], last)
+    assert float(g_adversarial.norm()) == pytest.approx(0.3 * float(g_pixels.norm()), rel=1e-3)

@@ -91,6 +91,28 @@ def test_a_dream_that_holds_every_pixel_scores_as_repeat_last_frame(tmp_path) ->
         assert steps[s]["psnr_gain_stderr_by_episode"] == 0.0
 
 
+def test_the_tokenizers_rebuilds_are_scored_for_sharpness() -> None:
+    from neuralenvs.measure.fidelity import tokenizer_round_trip
+
+    class Tokenizer:  # its "tokens" are the frame itself, rebuilt by ``rebuild``
+        def __init__(self, rebuild):
+            self.decode = lambda tokens, before: rebuild(tokens)
+
+        def encode(self, frames):
+            return frames
+
+    def blur(frames):
+        x = torch.nn.functional.avg_pool2d(frames.permute(0, 3, 1, 2).float(), 3, stride=1, padding=1)
+        return x.round().to(torch.uint8).permute(0, 2, 3, 1)
+
+    frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8))
+    frames = frames.repeat_interleave(4, dim=1).repeat_interleave(4, dim=2)  # 4x4 blocks: edges to blur
+    values, edges = tokenizer_round_trip(Tokenizer(lambda x: x), frames, frames)
+    assert len(values) == 4 and edges[0] == edges[1] > 0
+    values, edges = tokenizer_round_trip(Tokenizer(blur), frames, frames)
+    assert edges[0] < 0.8 * edges[1]
+
+
 def test_the_error_bar_by_episode_grows_when_an_episodes_windows_agree() -> None:
     from neuralenvs.measure.fidelity import _clustered_stderr, _stderr
 

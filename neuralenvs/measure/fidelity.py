@@ -5,9 +5,10 @@ actions that followed, and compare the dreamed frame ``s`` steps later with the 
 SSIM at steps 1, 5, 15 and 50), against the baseline that repeats the last real frame. For the
 families that dream in a frame tokenizer's codes, the tokenizer's reconstruction PSNR of the real
 frames is reported beside it (``tokenizer_psnr``): what a dream that predicts the real frame's codes
-exactly would score. Along the same rollouts, the reward and termination heads are scored by
-precision and recall of the steps where the real game gave a nonzero reward (sign matched) and
-where a real episode ended.
+exactly would score; and how sharp those rebuilds are against the real frames
+(``tokenizer_sharpness_ratio``, :func:`neuralenvs.measure.horizon.sharpness`). Along the same
+rollouts, the reward and termination heads are scored by precision and recall of the steps where
+the real game gave a nonzero reward (sign matched) and where a real episode ended.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from neuralenvs.data import EpisodeDataset
 from neuralenvs.data.episodes import freeze_onset
+from neuralenvs.measure.horizon import sharpness
 from neuralenvs.measure.metrics import psnr, ssim
 from neuralenvs.nn.frame_tokens import FrameTokens
 from neuralenvs.world_model import WorldModel
@@ -90,6 +92,7 @@ def measure_fidelity(
     sums = {s: {"psnr": [], "ssim": [], "psnr_baseline": [], "ssim_baseline": []} for s in steps}
     scored_episodes: dict[int, list[int]] = {s: [] for s in steps}  # the episode of each scored window
     reward_pred, reward_real, end_pred, end_real, round_trip = [], [], [], [], []
+    round_trip_edges = np.zeros(2)  # sharpness of the rebuilt and the real frames, times their count
     tokenized = isinstance(model, FrameTokens)
     generator = torch.Generator(device=device).manual_seed(seed)
     for lo in tqdm(range(0, len(windows), batch_size), desc="fidelity", disable=not progress):
@@ -116,7 +119,9 @@ def measure_fidelity(
         if tokenized:  # every window has a real first step (see _windows)
             first = torch.from_numpy(real[:, 0]).to(device)
             before = torch.from_numpy(context[:, -1]).to(device)  # for a tokenizer that sees the frame before
-            round_trip += psnr(model.decode(model.encode(first), before), first).clamp(max=PSNR_CAP).tolist()
+            chunk_psnr, chunk_edges = tokenizer_round_trip(model, first, before)
+            round_trip += chunk_psnr
+            round_trip_edges += chunk_edges
         state = model.init_state(
             torch.from_numpy(context).to(device), torch.from_numpy(context_actions).to(device)
         )
@@ -164,7 +169,23 @@ def measure_fidelity(
     if tokenized:  # the frame tokenizer's own reconstruction of the real frames
         result["tokenizer_psnr"] = float(np.mean(round_trip))
         result["tokenizer_psnr_stderr"] = float(np.std(round_trip) / math.sqrt(len(round_trip)))
+        if round_trip_edges[1] > 0:
+            result["tokenizer_sharpness_ratio"] = float(round_trip_edges[0] / round_trip_edges[1])
     return result
+
+
+def tokenizer_round_trip(
+    model: FrameTokens, frames: torch.Tensor, before: torch.Tensor
+) -> tuple[list[float], np.ndarray]:
+    """A frame tokenizer's rebuild of real ``frames`` uint8 [B, H, W, C], each decoded with the frame
+    ``before`` it where the tokenizer sees it: the PSNR of each, and the sharpness of the rebuilds
+    and of the real frames, each times B (zeros for frames that are not RGB), to be summed over
+    batches. A blurring tokenizer blurs every frame its dream shows."""
+    rebuilt = model.decode(model.encode(frames), before)
+    values = psnr(rebuilt, frames).clamp(max=PSNR_CAP).tolist()
+    if frames.shape[-1] != 3:
+        return values, np.zeros(2)
+    return values, np.array([sharpness(rebuilt.cpu().numpy()), sharpness(frames.cpu().numpy())]) * len(frames)
 
 
 @torch.no_grad()

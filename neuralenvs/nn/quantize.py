@@ -182,29 +182,33 @@ class FiniteScalarQuantizer(nn.Module):
 
 
 def autoencoder_losses(
-    recon: torch.Tensor, x: torch.Tensor, q: Quantized, config: Any, discriminator: PatchDiscriminator | None = None
+    recon: torch.Tensor,
+    x: torch.Tensor,
+    q: Quantized,
+    config: Any,
+    discriminator: PatchDiscriminator | None = None,
+    last_layer: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The losses of a quantised frame autoencoder: L1 + L2 + image-gradient reconstruction (a cheap
     stand-in for a perceptual loss, whose network we would have to download), codebook and
     commitment, weighted by ``config``'s ``l1_weight``, ``l2_weight``, ``gradient_weight``,
     ``codebook_weight`` and ``commitment_weight``; with a ``discriminator``, also the adversarial
-    losses of :mod:`neuralenvs.nn.discriminator` (the decoder's weighted by ``adversarial_weight``).
-    The total is ``"tokenizer"``; the batch's codebook perplexity is logged only."""
+    losses of :mod:`neuralenvs.nn.discriminator`, the decoder's scaled so that its gradient at the
+    decoder's ``last_layer`` weight is ``adversarial_weight`` times the pixel losses' (VQGAN's
+    adaptive weight: a fixed weight lets a discriminator that grows confident swamp the pixel
+    losses). The total is ``"tokenizer"``; the batch's codebook perplexity is logged only."""
     recon, x = recon.float(), x.float()
     l1 = (recon - x).abs().mean()
     l2 = (recon - x).pow(2).mean()
     grad = image_gradient_l1(recon, x)
-    total = (
-        config.l1_weight * l1
-        + config.l2_weight * l2
-        + config.gradient_weight * grad
-        + config.codebook_weight * q.codebook_loss
-        + config.commitment_weight * q.commitment_loss
-    )
+    pixels = config.l1_weight * l1 + config.l2_weight * l2 + config.gradient_weight * grad
+    total = pixels + config.codebook_weight * q.codebook_loss + config.commitment_weight * q.commitment_loss
     logs = {}
     if discriminator is not None:
         logs = adversarial_losses(discriminator, recon, x)
-        total = total + config.adversarial_weight * logs["fool"] + logs["discriminator"]
+        weight = config.adversarial_weight * _gradient_ratio(pixels, logs["fool"], last_layer)
+        total = total + weight * logs["fool"] + logs["discriminator"]
+        logs["adversarial_scale"] = weight.detach()
     return {
         "tokenizer": total,
         "recon_l1": l1,
@@ -215,6 +219,16 @@ def autoencoder_losses(
         "perplexity": q.perplexity,
         **logs,
     }
+
+
+def _gradient_ratio(target: torch.Tensor, other: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """|d target / d weight| / |d other / d weight| (no gradient through it), or 1 where either
+    cannot be taken (no weight given, gradients off, or ``weight`` frozen)."""
+    if weight is None or not torch.is_grad_enabled() or not weight.requires_grad:
+        return torch.ones((), device=target.device)
+    (g_target,) = torch.autograd.grad(target, weight, retain_graph=True)
+    (g_other,) = torch.autograd.grad(other, weight, retain_graph=True)
+    return (g_target.norm() / (g_other.norm() + 1e-4)).clamp(max=1e4).detach()
 
 
 def image_gradient_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

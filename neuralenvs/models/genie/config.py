@@ -83,8 +83,9 @@ class GenieConfig:
     gradient_weight: float = 0.5
     commitment_weight: float = 0.25
     codebook_weight: float = 1.0
-    # > 0: a patch discriminator trains beside the decoder, which also learns to fool it with this
-    # weight (neuralenvs.nn.discriminator): sharper frames where pixel losses settle for a blur
+    # > 0: a patch discriminator trains beside the decoder, which also learns to fool it, with a
+    # gradient this many times the pixel losses' (neuralenvs.nn.discriminator, nn.quantize): sharper
+    # frames where pixel losses settle for a blur
     adversarial_weight: float = 0.0
 
     def __post_init__(self) -> None:

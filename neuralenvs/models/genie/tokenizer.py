@@ -108,4 +108,4 @@ class Tokenizer(nn.Module):
         decoded with the frame before it (``previous``) where the decoder sees it; the weighted total
         is ``"tokenizer"``."""
         recon, q = self(x, previous)
-        return autoencoder_losses(recon, x, q, self.cfg, self.discriminator)
+        return autoencoder_losses(recon, x, q, self.cfg, self.discriminator, self.decoder[-1].weight)

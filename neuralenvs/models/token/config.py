@@ -67,8 +67,9 @@ class TokenConfig:
     gradient_weight: float = 0.5  # L1 between the images' horizontal/vertical differences
     commitment_weight: float = 0.25
     codebook_weight: float = 1.0
-    # > 0: a patch discriminator trains beside the decoder, which also learns to fool it with this
-    # weight (neuralenvs.nn.discriminator): sharper frames where pixel losses settle for a blur
+    # > 0: a patch discriminator trains beside the decoder, which also learns to fool it, with a
+    # gradient this many times the pixel losses' (neuralenvs.nn.discriminator, nn.quantize): sharper
+    # frames where pixel losses settle for a blur
     adversarial_weight: float = 0.0
     rew_loss_weight: float = 1.0  # reward and termination cross-entropies vs the token one
 

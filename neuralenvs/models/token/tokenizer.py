@@ -154,4 +154,4 @@ class Tokenizer(nn.Module):
         ones with ``adversarial_weight``, the weighted total under ``"tokenizer"``, and the batch's
         codebook perplexity (logged only)."""
         recon, q = self(x, previous)
-        return autoencoder_losses(recon, x, q, self.cfg, self.discriminator)
+        return autoencoder_losses(recon, x, q, self.cfg, self.discriminator, self.decoder.conv_out.weight)
