@@ -105,3 +105,20 @@ def test_the_narrow_agent_encoder_is_natures_layout_at_half_the_width() -> None:
     assert [m.out_channels for m in narrow.cnn if isinstance(m, torch.nn.Conv2d)] == [16, 32, 32]
     obs = torch.rand(3, 12, 64, 64) * 255
     assert narrow(obs).shape == (3, 256) and (narrow(obs) >= 0).all()
+
+
+def test_look_check_scores_each_dream_at_each_seed_and_step(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "look.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "look_check.py"
+    subprocess.run(
+        [sys.executable, str(script), "neuralenvs/Boxing-genie-v0", "--game", "Boxing", "--steps", "2", "5",
+         "--seeds", "0", "1", "--threads", "1", "--out", str(out)],
+        check=True, capture_output=True,
+    )
+    rows = json.loads(out.read_text())["rows"]
+    dream = "neuralenvs/Boxing-genie-v0"
+    assert [(r["dream"], r["seed"]) for r in rows] == [(dream, 0), (dream, 1)]
+    assert all(set(r["look"]) == {"2", "5"} and r["look"]["5"]["sharpness_ratio"] > 0 for r in rows)
