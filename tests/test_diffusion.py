@@ -131,7 +131,7 @@ class OracleDenoiser:
         self.clean = clean
         self.calls = 0
 
-    def denoise(self, noisy, sigma, context, actions):
+    def denoise(self, noisy, sigma, context, actions, context_noise_level=None):
         self.calls += 1
         return self.clean.expand_as(noisy)
 
@@ -329,9 +329,9 @@ def test_context_noise_reaches_the_denoiser_at_a_level_drawn_per_target(monkeypa
         seen = {}
         real_loss = model.denoiser.loss
 
-        def spy(context, actions, target, weight=None):
-            seen["context"] = context
-            return real_loss(context, actions, target, weight)
+        def spy(context, actions, target, weight=None, context_noise_level=None):
+            seen["context"], seen["level"] = context, context_noise_level
+            return real_loss(context, actions, target, weight, context_noise_level)
 
         monkeypatch.setattr(model.denoiser, "loss", spy)
         batch = segments(128, model, seed=7)
@@ -344,16 +344,66 @@ def test_context_noise_reaches_the_denoiser_at_a_level_drawn_per_target(monkeypa
         ctx = seen["context"].unflatten(0, (128, -1))  # [B, n, K, C, H, W]
         dist = (ctx[:, :, None] - windows[:, None]).abs().flatten(3).mean(dim=3)  # [B, n, windows]
         real = windows[torch.arange(128)[:, None], dist.argmin(dim=2)]
-        return ctx, real
+        return ctx, real, seen["level"]
 
-    ctx, real = contexts_seen(make_model())
-    assert torch.equal(ctx, real)  # off by default
-    ctx, real = contexts_seen(make_model(context_noise_max=0.2))
-    inside = (real.abs() < 0.9).float()  # away from the clamp at +-1
-    noise = ((ctx - real) * inside).pow(2).flatten(3).sum(dim=3) / inside.flatten(3).sum(dim=3)  # [B, n, K]
-    std = noise.mean(dim=2).sqrt().flatten()  # one level per target, the same for its K frames
-    assert std.max() < 0.2 * 1.05 and std.min() < 0.03 and std.max() > 0.15
-    assert (noise.sqrt() - std.view(128, -1, 1)).abs().max() < 0.02
+    def noise_std(ctx: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        inside = (real.abs() < 0.9).float()  # away from the clamp at +-1
+        noise = ((ctx - real) * inside).pow(2).flatten(3).sum(dim=3) / inside.flatten(3).sum(dim=3)  # [B, n, K]
+        std = noise.mean(dim=2).sqrt().flatten()  # one level per target, the same for its K frames
+        assert (noise.sqrt() - std.view(128, -1, 1)).abs().max() < 0.02
+        return std
+
+    ctx, real, level = contexts_seen(make_model())
+    assert torch.equal(ctx, real) and level is None  # off by default
+    ctx, real, level = contexts_seen(make_model(context_noise_max=0.2))
+    std = noise_std(ctx, real)
+    assert std.max() < 0.2 * 1.05 and std.min() < 0.03 and std.max() > 0.15 and level is None
+    # told: each target's std is its level's (0, 0.05, ..., 0.2), and the denoiser hears that level
+    ctx, real, level = contexts_seen(make_model(context_noise_max=0.2, context_noise_levels=5))
+    std = noise_std(ctx, real)
+    assert level.shape == std.shape and set(level.tolist()) == {0, 1, 2, 3, 4}
+    assert (std - 0.05 * level).abs().max() < 0.02  # nearer its own level than any other (0.05 apart)
+
+
+def test_a_model_told_its_context_noise_dreams_as_its_base_until_trained_and_hears_the_dream_level():
+    base = randomize(make_model())
+    told = make_model(context_noise_max=0.2, context_noise_levels=5)
+    weights = base.state_dict()
+    assert set(told.fine_tune_weight_defaults(weights)) == {"denoiser.net.context_noise_emb.weight"}
+    told.load_state_dict({**told.fine_tune_weight_defaults(weights), **weights})
+    assert told.fine_tune_weight_defaults(told.state_dict()) == {}
+    frames, actions = context(3, base)
+    step = torch.randint(0, 4, (3,), generator=torch.Generator().manual_seed(1))
+
+    def dream(model: DiffusionWorldModel) -> torch.Tensor:
+        state = model.init_state(frames, actions)
+        return model.step(state, step, torch.Generator().manual_seed(2)).state.frames[:, -1]
+
+    assert torch.equal(dream(base), dream(told))  # a zero embedding: the model it came from
+    with torch.no_grad():
+        told.denoiser.net.context_noise_emb.weight.normal_()
+    assert torch.equal(dream(base), dream(told)) is False  # now it hears level 0
+    # dreaming at a level: noise of that level's std on the context, and the level told
+    heard = []
+    hook = told.denoiser.net.context_noise_emb.register_forward_hook(lambda m, i, o: heard.append(i[0]))
+    noisy = dataclasses.replace(told.config, dream_context_noise_level=3)
+    told_noisy = DiffusionWorldModel(noisy, told.obs_shape, told.num_actions)
+    told_noisy.load_state_dict(told.state_dict())
+    told_noisy.denoiser.net.context_noise_emb = told.denoiser.net.context_noise_emb
+    first = dream(told_noisy)
+    assert heard[-1].tolist() == [3, 3, 3] and torch.equal(first, dream(told_noisy))  # seeded
+    assert torch.equal(first, dream(told)) is False
+    hook.remove()
+
+
+def test_context_noise_levels_are_checked():
+    with pytest.raises(ValueError, match="context_noise_levels"):
+        DiffusionConfig(context_noise_max=0.2, context_noise_levels=1)
+    with pytest.raises(ValueError, match="context_noise_max"):
+        DiffusionConfig(context_noise_levels=4)
+    with pytest.raises(ValueError, match="dream_context_noise_level"):
+        DiffusionConfig(context_noise_max=0.2, context_noise_levels=4, dream_context_noise_level=4)
+    assert "dream_context_noise_level" in DiffusionConfig.DREAM_TIME_FIELDS  # `neuralenvs resample` sets it
 
 
 def test_dreamed_context_frames_must_fit_the_segment():

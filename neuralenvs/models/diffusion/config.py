@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
+
 from neuralenvs.models.presets import check_levels, check_minimum, lists_to_tuples, named_preset
 from neuralenvs.nn.reward_end import ENCODERS
 
@@ -19,7 +21,7 @@ class DiffusionConfig:
     # how a trained model dreams, not what it learned: `neuralenvs resample` may change these
     DREAM_TIME_FIELDS: ClassVar[tuple[str, ...]] = (
         "sampler", "num_denoising_steps", "sample_sigma_min", "sample_sigma_max", "rho", "requantize_frames",
-        "drop_change_levels",
+        "drop_change_levels", "dream_context_noise_level",
     )
 
     # context: the denoiser sees this many past frames and the actions taken at them
@@ -93,6 +95,14 @@ class DiffusionConfig:
     # dreamed from, so the denoiser learns to take such noise back out rather than build on it,
     # which is how a long dream's small errors otherwise pile up into noise
     context_noise_max: float = 0.0
+    # >= 2: the context noise std is instead one of this many evenly spaced levels from 0 to
+    # context_noise_max, drawn per target, and the denoiser is told which (an embedding added to its
+    # conditioning, as GameNGen does): it can then take noise out where told to without doing so
+    # where the context is clean. 0: not told
+    context_noise_levels: int = 0
+    # with context_noise_levels: the level a dream's context gets (noise of that std added to it,
+    # and the denoiser told so) before every dreamed frame; 0 dreams from the clean context
+    dream_context_noise_level: int = 0
     rew_loss_weight: float = 1.0
     # every reward class weighs the same in the reward loss (best with the trainer's reward_fraction,
     # so the rare classes are in the batches at all); the trainer then corrects the dream-time
@@ -123,12 +133,23 @@ class DiffusionConfig:
             raise ValueError(f"drop_change_levels must be >= 0, got {self.drop_change_levels}")
         if self.context_noise_max < 0:
             raise ValueError(f"context_noise_max must be >= 0, got {self.context_noise_max}")
+        if self.context_noise_levels == 1 or self.context_noise_levels < 0:
+            raise ValueError(f"context_noise_levels must be 0 (not told) or >= 2, got {self.context_noise_levels}")
+        top, level = max(self.context_noise_levels - 1, 0), self.dream_context_noise_level
+        if not 0 <= level <= top:
+            raise ValueError(f"dream_context_noise_level must be between 0 and {top}, got {level}")
+        if self.context_noise_levels and self.context_noise_max <= 0:
+            raise ValueError("context_noise_levels needs context_noise_max > 0")
         d = self.dreamed_context_frames
         if not 0 <= d <= self.segment_length - k:
             raise ValueError(
                 f"dreamed_context_frames must be between 0 and segment_length - num_context_frames ="
                 f" {self.segment_length - k} (a dream needs real frames to start from), got {d}"
             )
+
+    def context_noise_std(self, level: int | torch.Tensor) -> float | torch.Tensor:
+        """The noise std of a context noise level (with ``context_noise_levels``)."""
+        return level * self.context_noise_max / (self.context_noise_levels - 1)
 
     @classmethod
     def named(cls, name: str) -> DiffusionConfig:

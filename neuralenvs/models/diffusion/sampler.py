@@ -47,8 +47,10 @@ def sample_next_frame(
     sigma_max: float = 5.0,
     rho: float = 7.0,
     generator: torch.Generator | None = None,
+    context_noise_level: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Dream the frame that follows ``context[B, K, C, H, W]`` under ``actions[B, K]``.
+    """Dream the frame that follows ``context[B, K, C, H, W]`` under ``actions[B, K]`` (whose noise
+    level, for a model told it, is ``context_noise_level[B]``).
 
     Returns float [B, C, H, W] in [-1, 1] (on the 256 uint8 levels). ``method`` is ``"euler"``
     (``num_steps`` network calls) or ``"heun"`` (``2 * num_steps - 1``).
@@ -60,7 +62,8 @@ def sample_next_frame(
     x = randn((b, c, h, w), context.device, context.dtype, generator) * sigmas[0]
 
     def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
-        return denoiser.denoise(x, torch.full((b,), sigma, device=x.device), context, actions)
+        sigmas_b = torch.full((b,), sigma, device=x.device)
+        return denoiser.denoise(x, sigmas_b, context, actions, context_noise_level=context_noise_level)
 
     for sigma, next_sigma in zip(sigmas[:-1], sigmas[1:], strict=True):
         denoised = denoise(x, sigma)

@@ -33,7 +33,8 @@ class ActionEmbedding(nn.Module):
 
 class DenoiserUNet(nn.Module):
     """``F_theta`` of EDM: ``(noisy[B, C, H, W], c_noise[B], context[B, K*C, H, W], actions[B, K])``
-    -> ``[B, C, H, W]``. Inputs are already scaled by the denoiser's preconditioning."""
+    -> ``[B, C, H, W]``, and with ``context_noise_levels`` the context's noise level (long [B];
+    ``None``: clean). Inputs are already scaled by the denoiser's preconditioning."""
 
     def __init__(self, cfg: DiffusionConfig, img_channels: int, num_actions: int) -> None:
         super().__init__()
@@ -41,6 +42,12 @@ class DenoiserUNet(nn.Module):
         self.patch_size = p
         self.noise_emb = FourierFeatures(cfg.cond_dim)
         self.action_emb = ActionEmbedding(num_actions, k, cfg.cond_dim)
+        # the context's noise level (``context_noise_levels``), starting at zero so that a model
+        # fine-tuned into it from one without begins as that model
+        self.context_noise_emb = None
+        if cfg.context_noise_levels:
+            self.context_noise_emb = nn.Embedding(cfg.context_noise_levels, cfg.cond_dim)
+            nn.init.zeros_(self.context_noise_emb.weight)
         self.cond_mlp = nn.Sequential(
             nn.Linear(cfg.cond_dim, cfg.cond_dim), nn.SiLU(), nn.Linear(cfg.cond_dim, cfg.cond_dim)
         )
@@ -51,9 +58,19 @@ class DenoiserUNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)  # start by predicting zero: the skip path alone
 
     def forward(
-        self, noisy: torch.Tensor, c_noise: torch.Tensor, context: torch.Tensor, actions: torch.Tensor
+        self,
+        noisy: torch.Tensor,
+        c_noise: torch.Tensor,
+        context: torch.Tensor,
+        actions: torch.Tensor,
+        context_noise_level: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        cond = self.cond_mlp(self.noise_emb(c_noise) + self.action_emb(actions))
+        cond = self.noise_emb(c_noise) + self.action_emb(actions)
+        if self.context_noise_emb is not None:
+            if context_noise_level is None:
+                context_noise_level = torch.zeros(noisy.shape[0], dtype=torch.long, device=noisy.device)
+            cond = cond + self.context_noise_emb(context_noise_level)
+        cond = self.cond_mlp(cond)
         h, w = noisy.shape[-2:]
         x = torch.cat([context, noisy], dim=1)
         p = self.patch_size

@@ -15,7 +15,7 @@ import torch
 
 from neuralenvs.models.diffusion.config import DiffusionConfig
 from neuralenvs.models.diffusion.denoiser import Denoiser
-from neuralenvs.models.diffusion.sampler import sample_next_frame
+from neuralenvs.models.diffusion.sampler import randn, sample_next_frame
 from neuralenvs.nn.reward_end import NUM_REWARD_CLASSES, RewardEndModel, choose_classes, class_to_reward
 from neuralenvs.world_model import Segments, StepResult, WorldModel, float_to_frames, frames_to_float
 
@@ -120,9 +120,15 @@ class DiffusionWorldModel(WorldModel):
         """The next frame after ``frames[B, K]`` under ``actions[B, K]``, with the config's sampler
         settings: how the model dreams, in a dream and in training on its own frames."""
         cfg = self.config
+        context, level = frames, None
+        if cfg.dream_context_noise_level:
+            level = torch.full((frames.shape[0],), cfg.dream_context_noise_level, device=frames.device)
+            noise = randn(frames.shape, frames.device, frames.dtype, generator)
+            context = (frames + cfg.context_noise_std(cfg.dream_context_noise_level) * noise).clamp(-1, 1)
         next_x = sample_next_frame(
-            self.denoiser, frames, actions, num_steps=cfg.num_denoising_steps, method=cfg.sampler,
+            self.denoiser, context, actions, num_steps=cfg.num_denoising_steps, method=cfg.sampler,
             sigma_min=cfg.sample_sigma_min, sigma_max=cfg.sample_sigma_max, rho=cfg.rho, generator=generator,
+            context_noise_level=level,
         )
         if cfg.drop_change_levels > 0:
             next_x = keep_still_pixels(next_x, frames[:, -1], cfg.drop_change_levels)
@@ -177,10 +183,22 @@ class DiffusionWorldModel(WorldModel):
         }
 
     def fine_tune_weight_defaults(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """An end path of its own (``rew_end_lstm_dim``), fine-tuned from a model whose end head read
-        the shared LSTM and trunk, starts as a copy of them: its end logits are then the old model's,
-        and it keeps what the shared LSTM learned to remember, which a fresh one did not learn from
-        short segments (docs/transfer.md, section 14)."""
+        """What a model fine-tuned from one with fewer parts starts its new parts from.
+
+        - An end path of its own (``rew_end_lstm_dim``), from a model whose end head read the shared
+          LSTM and trunk, starts as a copy of them: its end logits are then the old model's, and it
+          keeps what the shared LSTM learned to remember, which a fresh one did not learn from short
+          segments (docs/transfer.md, section 14).
+        - A context noise level embedding (``context_noise_levels``) starts at zero, so the model
+          told its context's noise level starts as the one that was not told.
+        """
+        defaults = self._end_path_from_shared(weights)
+        noise_emb, name = self.denoiser.net.context_noise_emb, "denoiser.net.context_noise_emb.weight"
+        if noise_emb is not None and name not in weights:
+            defaults[name] = torch.zeros_like(noise_emb.weight)
+        return defaults
+
+    def _end_path_from_shared(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         head = self.reward_end
         if head.end_lstm is None or any(n.startswith("reward_end.end_lstm.") for n in weights):
             return {}
@@ -232,14 +250,21 @@ class DiffusionWorldModel(WorldModel):
         context = frames[rows[..., None], ctx_pos]  # [B, n, K, C, H, W]
         if self.config.dreamed_context_frames:
             context = self._dream_context_ends(frames, actions, batch.mask, pos, context)
-        if self.config.context_noise_max > 0:
-            std = torch.rand(b, n, 1, 1, 1, 1, device=device) * self.config.context_noise_max
+        cfg = self.config
+        level = None
+        if cfg.context_noise_levels:
+            level = torch.randint(0, cfg.context_noise_levels, (b, n), device=device)
+            std = cfg.context_noise_std(level.float())[..., None, None, None, None]
+        else:
+            std = torch.rand(b, n, 1, 1, 1, 1, device=device) * cfg.context_noise_max
+        if cfg.context_noise_max > 0:
             context = (context + std * torch.randn_like(context)).clamp(-1, 1).to(context.dtype)
         denoising = self.denoiser.loss(
             context=context.flatten(0, 1),
             actions=actions[rows[..., None], ctx_pos].flatten(0, 1),
             target=frames[rows, pos].flatten(0, 1),
             weight=batch.mask[rows, pos].flatten(),
+            context_noise_level=None if level is None else level.flatten(),
         )
         return {"loss": denoising + heads, "denoising": denoising.detach(), **logged}
 
