@@ -10,6 +10,7 @@ import types
 import pytest
 import torch
 
+import neuralenvs.models.diffusion.world_model as world_model
 from neuralenvs.models import build_model
 from neuralenvs.models.diffusion import DiffusionConfig, DiffusionState, DiffusionWorldModel
 from neuralenvs.models.diffusion.denoiser import edm_preconditioning
@@ -365,7 +366,7 @@ def test_context_noise_reaches_the_denoiser_at_a_level_drawn_per_target(monkeypa
     assert (std - 0.05 * level).abs().max() < 0.02  # nearer its own level than any other (0.05 apart)
 
 
-def test_a_model_told_its_context_noise_dreams_as_its_base_until_trained_and_hears_the_dream_level():
+def test_a_model_told_its_context_noise_dreams_as_its_base_until_trained_and_hears_the_dream_level(monkeypatch):
     base = randomize(make_model())
     told = make_model(context_noise_max=0.2, context_noise_levels=5)
     weights = base.state_dict()
@@ -384,16 +385,27 @@ def test_a_model_told_its_context_noise_dreams_as_its_base_until_trained_and_hea
         told.denoiser.net.context_noise_emb.weight.normal_()
     assert torch.equal(dream(base), dream(told)) is False  # now it hears level 0
     # dreaming at a level: noise of that level's std on the context, and the level told
+    noisy = DiffusionWorldModel(
+        dataclasses.replace(told.config, dream_context_noise_level=3), told.obs_shape, told.num_actions
+    )
+    noisy.load_state_dict(told.state_dict())
     heard = []
-    hook = told.denoiser.net.context_noise_emb.register_forward_hook(lambda m, i, o: heard.append(i[0]))
-    noisy = dataclasses.replace(told.config, dream_context_noise_level=3)
-    told_noisy = DiffusionWorldModel(noisy, told.obs_shape, told.num_actions)
-    told_noisy.load_state_dict(told.state_dict())
-    told_noisy.denoiser.net.context_noise_emb = told.denoiser.net.context_noise_emb
-    first = dream(told_noisy)
-    assert heard[-1].tolist() == [3, 3, 3] and torch.equal(first, dream(told_noisy))  # seeded
+    noisy.denoiser.net.context_noise_emb.register_forward_hook(lambda module, args, out: heard.append(args[0]))
+    contexts = []
+
+    def spy(denoiser, context, *args, **kwargs):
+        contexts.append(context)
+        return sample_next_frame(denoiser, context, *args, **kwargs)
+
+    monkeypatch.setattr(world_model, "sample_next_frame", spy)
+    first = dream(noisy)
+    assert heard[-1].tolist() == [3, 3, 3] and torch.equal(first, dream(noisy))  # seeded
     assert torch.equal(first, dream(told)) is False
-    hook.remove()
+    clean = frames_to_float(frames)
+    inside = clean.abs() < 0.6  # away from the clamp at +-1
+    std = (contexts[0] - clean)[inside].std()
+    assert abs(std - 0.15) < 0.01  # level 3 of 0, 0.05, ..., 0.2
+    assert torch.equal(contexts[-1], clean)  # level 0: the clean context
 
 
 def test_context_noise_levels_are_checked():
