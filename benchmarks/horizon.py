@@ -11,9 +11,9 @@ under a real episode's actions (then random once the episode is over), and, with
 an agent trained in a dream (``make demo``'s ``demo_out/ppo_in_dream.zip``), which goes where
 neither random nor recorded actions go (a fighter that keeps walking and kicking).
 Its frames at steps 50, 100, 300 and 1,000 are scored by their look (``neuralenvs.measure.horizon``:
-sharpness ratio, over the whole frame and in its worst band, and colour-histogram distance against
-real frames of the game). PSNR and SSIM against the real episode at steps 1, 5, 15, 50, 100 and
-300, beside repeat-last-frame, come from ``measure_fidelity``.
+sharpness ratio and foreground ratio, over the whole frame and in its worst band, and
+colour-histogram distance against real frames of the game). PSNR and SSIM against the real episode
+at steps 1, 5, 15, 50, 100 and 300, beside repeat-last-frame, come from ``measure_fidelity``.
 
 Also writes, beside the JSON: a contact sheet PNG (the real episode on top, one row per dream,
 columns at steps 1, 5, 15, 50, 100, 300 and 1,000 from the same start and actions; a step past the
@@ -188,6 +188,9 @@ def main() -> None:
             cells = "  ".join(f"{s}: {v['sharpness_ratio']:.2f}x ({v['worst_band_ratio']:.2f}x) /"
                               f" {v['histogram_distance']:.3f}" for s, v in by_step.items())
             print(f"  sharpness ratio (worst band) / histogram distance, {mode:<15} {cells}")
+            cells = "  ".join(f"{s}: {v['foreground_ratio']:.2f}x ({v['worst_band_foreground_ratio']:.2f}x)"
+                              for s, v in by_step.items())
+            print(f"  foreground ratio (worst band), {mode:<15} {cells}")
         print("  PSNR dream / repeat-last (dream's gain ± its s.e.): " + "  ".join(
             f"{s}: {v['psnr']:.1f}/{v['psnr_baseline']:.1f} ({v['psnr'] - v['psnr_baseline']:+.1f}"
             f" ± {v['psnr_gain_stderr']:.1f})" for s, v in fidelity["steps"].items()))

@@ -1,5 +1,6 @@
 """The check every shipped dream passes (``tests/test_horizon.py``), for any dream: how sharp and how
-true in colour its frames are after long random play from its own start bank, against real frames.
+true in colour its frames are after long random play from its own start bank, against real frames,
+and how much of them stands out from the game's still screen (its sprites).
 
     python benchmarks/look_check.py neuralenvs/Boxing-genie-v0 runs/genie-ada0.05-argmax --game Boxing \
         --out benchmarks/results/look_check_genie.json
@@ -48,7 +49,8 @@ def main() -> None:
             look = look_from_start_bank(model.eval(), starts, real, args.steps, seed=seed)
             rows.append({"dream": dream, "seed": seed, "look": look})
             print(dream, f"seed {seed}:", "  ".join(
-                f"{s}: {v['sharpness_ratio']:.3f}x / {v['histogram_distance']:.3f}" for s, v in look.items()))
+                f"{s}: {v['sharpness_ratio']:.3f}x / {v['histogram_distance']:.3f} / foreground"
+                f" {v['foreground_ratio']:.2f}x ({v['worst_band_foreground_ratio']:.2f}x)" for s, v in look.items()))
     write_json(args.out, {"game": args.game, "rows": rows, "hardware": describe_hardware()})
 
 

@@ -15,11 +15,14 @@ from neuralenvs.envs.collect import collect_atari
 from neuralenvs.measure.fidelity import measure_fidelity
 from neuralenvs.measure.horizon import (
     POLICY_HISTORY,
+    band_foreground,
     band_sharpness,
+    foreground_ratios,
     histogram_distance,
     long_rollouts,
     look_from_start_bank,
     sharpness,
+    still_screen,
     worst_band,
 )
 from neuralenvs.models import build_model
@@ -49,6 +52,44 @@ def test_the_worst_band_shows_noise_that_the_whole_frame_average_hides() -> None
     ratio, band = worst_band(band_sharpness(dream), band_sharpness(real))
     assert band == 3 and ratio > 10
     assert worst_band(band_sharpness(real[::-1]), band_sharpness(real))[0] == pytest.approx(1.0, abs=0.05)
+
+
+def _ring_with_boxers(n: int, rng: np.random.Generator, boxers: bool = True) -> np.ndarray:
+    """A still ring (a grey floor, dark ropes) with two boxers, a white and a black one, at random
+    places in rows 24 to 40."""
+    frames = np.full((n, 64, 64, 3), (110, 156, 66), np.uint8)
+    frames[:, 8:10] = frames[:, 54:56] = (40, 40, 40)
+    if boxers:
+        for f in frames:
+            for colour in ((214, 214, 214), (0, 0, 0)):
+                x = rng.integers(4, 52)
+                f[24:40, x : x + 8] = colour
+    return frames
+
+
+def test_the_foreground_ratio_tells_vanished_sprites_and_noise_from_the_games_own() -> None:
+    rng = np.random.default_rng(0)
+    real = _ring_with_boxers(64, rng)
+    screen = still_screen(real)
+    assert (screen == _ring_with_boxers(1, rng, boxers=False)[0]).all()  # the boxers move: not the screen
+    real_bands = band_foreground(real, screen)
+
+    def ratios(frames: np.ndarray) -> tuple[float, float, int]:
+        return foreground_ratios(band_foreground(frames, screen), real_bands)
+
+    whole, band, _ = ratios(_ring_with_boxers(16, rng))  # the game itself
+    assert 0.9 < whole < 1.1 and 0.9 < band < 1.1
+    # the boxers gone, and a faint texture in their place that the Laplacian would count as sharpness
+    faded = _ring_with_boxers(16, rng, boxers=False)
+    faded[:, 24:40] = (faded[:, 24:40] + rng.integers(0, 12, (16, 16, 64, 3))).astype(np.uint8)
+    assert sharpness(faded) > 0.5 * sharpness(real)
+    whole, band, index = ratios(faded)
+    assert whole < 0.2 and band < 0.2 and index in (3, 4)
+    # noise where the ring should be still
+    noisy = _ring_with_boxers(16, rng)
+    noisy[:, 48:56] = rng.integers(0, 256, (16, 8, 64, 3), dtype=np.uint8)
+    whole, band, index = ratios(noisy)
+    assert whole > 1.5 and band > 10 and index == 6
 
 
 def test_histogram_distance_is_zero_for_the_same_colours_and_one_for_none_shared() -> None:

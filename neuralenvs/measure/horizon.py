@@ -12,8 +12,13 @@ part ways even when both are right), so the long horizon is judged by the look o
   has turned to noise and the rest of the frame has gone still; the worst band shows it.
 - **colour-histogram distance**: total variation between the dream's and the real frames' joint RGB
   histograms (8 bins a channel); 0 when the colours are the game's, 1 when they share none.
+- **foreground ratio**: the share of pixels that stand out from the game's still screen (the
+  per-pixel median of real frames) by more than ``FOREGROUND_LEVELS`` in some channel, dream / real,
+  over the whole frame and in its worst band. Sprites are what stands out: a dream whose sprites
+  vanish scores well below 1 even when faint texture keeps its sharpness at the game's, and one
+  filling with noise or ghosts scores above it.
 
-Both compare dreamed frames at step ``s`` with real frames of the same game (not of the same
+They compare dreamed frames at step ``s`` with real frames of the same game (not of the same
 moment), so they can be measured at any horizon.
 """
 
@@ -73,6 +78,31 @@ def histogram_distance(frames: np.ndarray, real: np.ndarray) -> float:
     return float(0.5 * np.abs(colour_histogram(frames) - colour_histogram(real)).sum())
 
 
+FOREGROUND_LEVELS = 32  # 8-bit levels from the still screen at which a pixel counts as a sprite's
+FOREGROUND_FLOOR = 0.005  # added to both shares of a ratio: a band the game keeps empty still counts
+
+
+def still_screen(real: np.ndarray) -> np.ndarray:
+    """The game's still screen: the per-pixel median of real frames uint8 [N, H, W, 3], [H, W, 3]."""
+    return np.median(real, axis=0).round().astype(np.uint8)
+
+
+def band_foreground(frames: np.ndarray, screen: np.ndarray, bands: int = LOOK_BANDS) -> np.ndarray:
+    """The share of pixels of uint8 frames [N, H, W, 3] that differ from ``screen`` by more than
+    ``FOREGROUND_LEVELS`` in some channel, in each of ``bands`` horizontal bands, top first, [bands]."""
+    stands_out = np.abs(frames.astype(np.int16) - screen.astype(np.int16)).max(axis=-1) > FOREGROUND_LEVELS
+    return np.array([band.mean() for band in np.array_split(stands_out, bands, axis=1)])
+
+
+def foreground_ratios(dream_bands: np.ndarray, real_bands: np.ndarray) -> tuple[float, float, int]:
+    """From :func:`band_foreground` of dreamed and real frames (equal bands): the whole frame's
+    foreground ratio (dream / real), the band ratio farthest from 1 in log terms, and that band."""
+    whole = (dream_bands.mean() + FOREGROUND_FLOOR) / (real_bands.mean() + FOREGROUND_FLOOR)
+    ratios = (dream_bands + FOREGROUND_FLOOR) / (real_bands + FOREGROUND_FLOOR)
+    worst = int(np.argmax(np.abs(np.log(ratios))))
+    return float(whole), float(ratios[worst]), worst
+
+
 POLICY_HISTORY = 16  # the most frames a policy is shown
 
 Policy = Callable[[np.ndarray], np.ndarray]
@@ -116,19 +146,27 @@ def long_rollouts(
 
 
 def look_over_horizon(dreamed: dict[int, np.ndarray], real: np.ndarray) -> dict[str, dict[str, float]]:
-    """Sharpness ratio (whole frame and worst band) and histogram distance of the dreamed frames
-    at each step against ``real`` frames of the game."""
+    """Sharpness ratio and foreground ratio (whole frame and worst band) and histogram distance of
+    the dreamed frames at each step against ``real`` frames of the game."""
     real_sharpness, real_bands = sharpness(real), band_sharpness(real)
+    screen = still_screen(real)
+    real_foreground = band_foreground(real, screen)
     look = {}
     for s, frames in sorted(dreamed.items()):
         dream_sharpness = sharpness(frames)
         band_ratio, band = worst_band(band_sharpness(frames), real_bands)
+        foreground, foreground_band_ratio, foreground_band = foreground_ratios(
+            band_foreground(frames, screen), real_foreground
+        )
         look[str(s)] = {
             "sharpness": dream_sharpness,
             "sharpness_ratio": dream_sharpness / real_sharpness,
             "worst_band_ratio": band_ratio,
             "worst_band": band,
             "histogram_distance": histogram_distance(frames, real),
+            "foreground_ratio": foreground,
+            "worst_band_foreground_ratio": foreground_band_ratio,
+            "worst_foreground_band": foreground_band,
             "n": len(frames),
         }
     return look
