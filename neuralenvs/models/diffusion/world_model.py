@@ -255,7 +255,7 @@ class DiffusionWorldModel(WorldModel):
         if cfg.context_noise_levels:
             level = torch.randint(0, cfg.context_noise_levels, (b, n), device=device)
             std = cfg.context_noise_std(level.float())[..., None, None, None, None]
-        else:
+        elif cfg.context_noise_max > 0:
             std = torch.rand(b, n, 1, 1, 1, 1, device=device) * cfg.context_noise_max
         if cfg.context_noise_max > 0:
             context = (context + std * torch.randn_like(context)).clamp(-1, 1).to(context.dtype)
