@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from neuralenvs.models.presets import check_levels, check_minimum, lists_to_tuples, named_preset
 from neuralenvs.nn.reward_end import ENCODERS
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)

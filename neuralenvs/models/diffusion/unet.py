@@ -66,9 +66,9 @@ class DenoiserUNet(nn.Module):
         context_noise_level: torch.Tensor | None = None,
     ) -> torch.Tensor:
         cond = self.noise_emb(c_noise) + self.action_emb(actions)
-        if self.context_noise_emb is not None:
-            if context_noise_level is None:
-                context_noise_level = torch.zeros(noisy.shape[0], dtype=torch.long, device=noisy.device)
+        if self.context_noise_emb is not None and context_noise_level is None:  # a clean context: level 0
+            cond = cond + self.context_noise_emb.weight[0]
+        elif self.context_noise_emb is not None:
             cond = cond + self.context_noise_emb(context_noise_level)
         cond = self.cond_mlp(cond)
         h, w = noisy.shape[-2:]
