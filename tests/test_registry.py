@@ -82,7 +82,8 @@ def test_utility_trains_in_the_dream_and_plays_the_real_game(checkpoint_dir):
 
     _, path = checkpoint_dir
     result = measure_utility(str(path), algo="ppo", steps=64, n_envs=4, horizon=5, frame_stack=2, episodes=1,
-                             device="cpu", algo_kwargs={"n_steps": 16, "batch_size": 32}, progress=False)
+                             device="cpu", algo_kwargs={"n_steps": 16, "batch_size": 32}, progress=False, seed=3)
+    assert result["seed"] == 3  # the agent's seed, for a summary over seeds
     assert result["game"] == "Boxing" and result["agent"]["n_episodes"] == result["random"]["n_episodes"] == 1
     assert result["agent"]["lengths"][0] > 100  # a real game of Boxing, played to the end
     assert {"agent_hns", "random_hns", "train_seconds"} <= set(result)

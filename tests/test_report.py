@@ -55,6 +55,36 @@ def test_transfer_record_sets_the_dream_agent_beside_the_real_agents_and_the_car
     assert "transfer.game" not in card  # a table of its own, not flattened into the metric rows
 
 
+def test_agents_over_seeds_are_averaged_with_the_spread_across_seeds_and_the_card_lists_them() -> None:
+    import pytest
+
+    from neuralenvs.bench.transfer import across_seeds
+    from neuralenvs.checkpoint.card import make_model_card
+
+    def result(seed: int | None, agent: float, command: str = "") -> dict:
+        r = {"game": "KungFuMaster", "dream_steps": 100_000, "agent": _scores(agent, 100.0),
+             "random": _scores(400.0, 60.0), "agent_vs_random": {"gap_over_stderr": (agent - 400.0) / 116.6},
+             "run": {"command": command}}
+        return r if seed is None else {**r, "seed": seed}
+
+    # a result written before the seed was stored gives it from its command line
+    summary = across_seeds([result(0, 1800.0), result(1, 3000.0), result(None, 2400.0, "neuralenvs utility --seed 2")])
+    assert [row["seed"] for row in summary["seeds"]] == [0, 1, 2]
+    assert summary["agent_mean"] == pytest.approx(2400.0)
+    assert summary["agent_mean_stderr_across_seeds"] == pytest.approx(600.0 / 3**0.5)  # not the 100 of 30 games
+    with pytest.raises(ValueError, match="twice"):
+        across_seeds([result(0, 1800.0), result(0, 3000.0)])
+    with pytest.raises(ValueError, match="several games"):
+        across_seeds([result(0, 1800.0), {**result(1, 3000.0), "game": "Krull"}])
+
+    card = make_model_card({"family": "diffusion", "game": "KungFuMaster", "obs_shape": [64, 64, 3],
+                            "metrics": {"utility_seeds": summary}})
+    assert "The same over 3 agent seeds (100000 dreamed steps each):" in card
+    assert "| 2 | 2400.0 ± 100.0 | 400.0 ± 60.0 | +17.2 |" in card
+    assert "| mean | 2400.0 ± 346.4 (s.e. across seeds) | 400.0 | |" in card
+    assert "utility_seeds." not in card  # a table of its own, not flattened into the metric rows
+
+
 def test_a_fine_tuned_and_calibrated_dream_counts_every_run_and_every_real_step_it_took() -> None:
     from neuralenvs.bench.transfer import dream_budget
 

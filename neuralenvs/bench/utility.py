@@ -119,6 +119,7 @@ def measure_utility(
         "checkpoint": str(checkpoint),
         "game": game,
         "algo": algo,
+        "seed": seed,
         "algo_kwargs": describe_algo_kwargs({**default_algo_kwargs(algo, n_envs=n_envs), **(algo_kwargs or {})}),
         "dream_steps": steps,
         "n_envs": n_envs,

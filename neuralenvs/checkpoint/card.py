@@ -71,7 +71,7 @@ def make_model_card(config: Mapping[str, Any], *, name: str | None = None) -> st
         "",
     ]
     lines += _measurement_tables(metrics)
-    flat = _flatten({k: v for k, v in metrics.items() if k not in ("fidelity", "utility", "transfer")})
+    flat = _flatten({k: v for k, v in metrics.items() if k not in ("fidelity", "utility", "utility_seeds", "transfer")})
     if flat:
         lines += ["| metric | value |", "|---|---|"]
         lines += [f"| {cell(key)} | {cell(value)} |" for key, value in flat]
@@ -141,9 +141,29 @@ def _measurement_tables(metrics: Mapping[str, Any]) -> list[str]:
             f"| {utility.get('random_hns', float('nan')):.3f} |",
             "",
         ]
+    if isinstance(metrics.get("utility_seeds"), Mapping):
+        lines += _seeds_table(metrics["utility_seeds"])
     if isinstance(metrics.get("transfer"), Mapping):
         lines += _transfer_table(metrics["transfer"])
     return lines
+
+
+def _seeds_table(summary: Mapping[str, Any]) -> list[str]:
+    """Markdown lines of one dream's agents over seeds (``neuralenvs.bench.transfer.across_seeds``)."""
+    steps = " or ".join(str(s) for s in summary.get("dream_steps") or [])
+    lines = [
+        f"The same over {len(summary['seeds'])} agent seeds ({steps} dreamed steps each):",
+        "",
+        "| seed | trained in dream | random | gap in s.e. |",
+        "|---|---|---|---|",
+    ]
+    for row in summary["seeds"]:
+        agent, random = row["agent"], row["random"]
+        lines.append(f"| {row['seed']} | {agent['mean']:.1f} ± {agent['stderr']:.1f} "
+                     f"| {random['mean']:.1f} ± {random['stderr']:.1f} | {row['gap_over_stderr']:+.1f} |")
+    lines.append(f"| mean | {summary['agent_mean']:.1f} ± {summary['agent_mean_stderr_across_seeds']:.1f} "
+                 f"(s.e. across seeds) | {summary['random_mean']:.1f} | |")
+    return lines + [""]
 
 
 def _transfer_table(record: Mapping[str, Any]) -> list[str]:
