@@ -35,10 +35,10 @@ parser.add_argument("--seed", type=int, default=0)
 args = parser.parse_args()
 
 on_gpu = torch.cuda.is_available()
-# On 2 CPU cores 100k dreamed steps beat random play in KungFuMaster (+8.9, +9.4 and +9.5 s.e. over
-# three PPO seeds) and in CrazyClimber (+6.8); 40k were not enough in CrazyClimber (+0.8 s.e.), and
-# 300k were worse in KungFuMaster (1,073 against 1,920 at 100k): docs/transfer.md, sections 5, 6,
-# 12 and 16.
+# On 2 CPU cores 100k dreamed steps beat random play in KungFuMaster (+9.6 to +12.8 s.e. over five
+# PPO seeds in the shipped dream) and in CrazyClimber (+5.9 to +8.5 over three); 40k were not enough
+# in CrazyClimber (+0.8 s.e.), and 300k were worse in an earlier KungFuMaster dream (1,073 against
+# 1,920 at 100k): docs/transfer.md, sections 5, 6, 12, 19 and 20.
 steps = args.steps or (1_000_000 if on_gpu else 100_000)
 frame_stack, horizon = 4, 15
 game = neuralenvs.game_of(args.env_id)

@@ -104,7 +104,9 @@ def test_histogram_distance_is_zero_for_the_same_colours_and_one_for_none_shared
 
 @pytest.mark.parametrize(("dream", "steps"), [
     ("neuralenvs/Boxing-diffusion-v0", 100), ("neuralenvs/Boxing-token-v0", 100), ("neuralenvs/Boxing-genie-v0", 100),
-    ("neuralenvs/KungFuMaster-diffusion-v0", 300), ("neuralenvs/CrazyClimber-diffusion-v0", 300),
+    # KungFuMaster's at 1,000 since its dream was told its context's noise (the dream before: 2.8x the
+    # foreground there, its fighters' band gone to noise; docs/horizon.md)
+    ("neuralenvs/KungFuMaster-diffusion-v0", 1000), ("neuralenvs/CrazyClimber-diffusion-v0", 300),
 ])
 def test_a_shipped_dream_keeps_the_games_look(dream: str, steps: int, tmp_path) -> None:
     collect_atari(game_of(dream), tmp_path / "real", 400, seed=123, progress=False)
@@ -114,8 +116,7 @@ def test_a_shipped_dream_keeps_the_games_look(dream: str, steps: int, tmp_path) 
     look = look_from_start_bank(model.eval(), starts, real, [steps])
     assert 0.75 <= look[str(steps)]["sharpness_ratio"] <= 1.33, look
     assert look[str(steps)]["histogram_distance"] < 0.3, look
-    # the sprites neither vanish nor multiply (shipped: 0.96x to 1.10x, KungFuMaster 1.88x, whose
-    # fighters' band gathers noise; docs/horizon.md)
+    # the sprites neither vanish nor multiply (shipped: 0.94x to 1.10x, KungFuMaster 1.26x at 1,000)
     assert 0.5 <= look[str(steps)]["foreground_ratio"] <= 2.5, look
 
 
