@@ -10,7 +10,7 @@ still learn as well? (issue 16: PPO's update is a third of the imagination loop.
 channels, 512 features: the package's default) and with :class:`NarrowCNN` (half the channels and
 features), alternated in one process, and prints the imagination loop's transitions/s of each.
 ``utility`` is ``neuralenvs utility`` (100k dreamed steps, 30 real games) with the narrow encoder,
-for comparison with the default's figures at the same seed (docs/transfer.md, section 19).
+for comparison with the default's figures at the same seed (docs/transfer_agent.md, section 19).
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ class ChannelsLastCNN(NatureCNN):
 
 
 # Dreams an agent trains in, stepped together in one batch (PPO_ROLLOUT // 32 = 32 steps each per
-# rollout), measured in both transferring dreams (docs/transfer.md, section 19): KungFuMaster's
+# rollout), measured in both transferring dreams (docs/transfer_agent.md, section 19): KungFuMaster's
 # agents scored higher with 32 or 64 dreams than with 16; CrazyClimber's lower with 64 (9,066
 # against 11,092, the mean of PPO seeds 0-2) and as well with 32 (11,290). 32 runs the loop 1.1x
 # as fast as 16, 64 1.25x.

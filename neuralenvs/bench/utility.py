@@ -39,7 +39,7 @@ def with_starts_from(bank: Any, path: str, num_actions: int, seed: int) -> tuple
     reached. An agent trained only in dreams started from random play may never learn what to do in
     the states that it reaches itself; DIAMOND starts every dream in episodes its agent collected.
     The dream must model those states too: on Krull it did not, and this made the agent worse
-    (docs/transfer.md, section 10).
+    (docs/transfer_krull.md, section 10).
     Also returns the dataset's size: its real steps count towards the dream's real-step budget."""
     from neuralenvs.data import EpisodeDataset
     from neuralenvs.envs.starts import StartBank

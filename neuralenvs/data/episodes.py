@@ -214,13 +214,13 @@ class EpisodeDataset:
         where the freeze begins instead: its frozen frames dropped, its last kept transition (the one
         into the first frozen frame) marked terminated. With ``delay`` d the life ends d transitions
         later, inside the freeze: a head that judges a step from the frames before it (not the next
-        one) has then seen the screen stop (KungFuMaster: ``docs/transfer.md``, section 13).
+        one) has then seen the screen stop (KungFuMaster: ``docs/transfer_kungfumaster.md``, section 13).
 
         Some games hold the screen still for a while before they take a life (CrazyClimber: about
         40 steps at frameskip 4). Nothing the agent does in those steps matters and no reward comes,
         so for learning a policy the life is over when the freeze begins. A head that must find the
         game's end step instead has to count identical frames, and a dream that never draws the
-        freeze never gets there (``docs/transfer.md``, section 6). Episodes whose last two frames
+        freeze never gets there (``docs/transfer_crazyclimber.md``, section 6). Episodes whose last two frames
         differ, or that are truncated, are kept as they are."""
         if delay < 0:
             raise ValueError(f"delay must be >= 0, got {delay}")

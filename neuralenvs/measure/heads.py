@@ -5,7 +5,7 @@ For families whose reward and termination come from ``neuralenvs.nn.reward_end.R
 dream-time prior correction (``RewardEndModel.correct_reward_prior``) that assumes the balanced head
 is calibrated. With a few hundred rewards it is not: it learns its training rewards by heart and is
 less sure of new ones, so the correction makes the dream pay too rarely, more so the longer the
-head trains (KungFuMaster: docs/transfer.md, section 13). :func:`calibrate_reward_prior` refits
+head trains (KungFuMaster: docs/transfer_kungfumaster.md, section 13). :func:`calibrate_reward_prior` refits
 the prior on episodes the head never saw, so that a dream that samples the head along them pays
 each reward sign as often as the game did; the learned likelihood is kept.
 """

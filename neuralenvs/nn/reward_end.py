@@ -26,7 +26,7 @@ a head.
 transitions. The reward head's path is then untouched by what the end head learns, so an end head
 can be trained onto a finished model (encoder and reward path frozen) without moving the reward
 head off the calibration its training gave it. On KungFuMaster, training the shared LSTM for ends
-made the reward head fire too rarely (docs/transfer.md, section 13).
+made the reward head fire too rarely (docs/transfer_kungfumaster.md, section 13).
 
 Frames are float ``[..., C, H, W]`` in ``[-1, 1]`` (see ``neuralenvs.world_model.frames_to_float``).
 The LSTM memory is an explicit ``(h, c)`` pair of ``[B, lstm_dim]`` tensors so that a batch of dreams
@@ -285,7 +285,7 @@ def start_at_first_real_frame(
     A dream's head starts from zero memory on its first real frame. Run over the black padding
     first, the LSTM would learn a different start: one that no dream ever has, so that a head
     trained on segments cut just before an episode's end would meet the end with a memory unlike a
-    freshly started dream's (``docs/transfer.md``, section 15)."""
+    freshly started dream's (``docs/transfer_crazyclimber.md``, section 15)."""
     pad = (~mask).long().cumprod(dim=1).sum(dim=1)  # leading padded frames per segment
     if not pad.any():
         return frames, *steps, mask

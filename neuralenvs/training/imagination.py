@@ -143,10 +143,10 @@ BUDGETS: dict[str, dict[str, Any]] = {
         agent_steps_first_epoch=10_240, agent_steps_per_epoch=10_240, n_dreams=16,
         start_bank_size=1024, eval_episodes=100,
     ),
-    # The recipe of the shipped CrazyClimber dream (docs/transfer.md, section 5) inside the loop:
+    # The recipe of the shipped CrazyClimber dream (docs/transfer_crazyclimber.md, section 5) inside the loop:
     # half the real steps random, then five rounds of 10k steps played by the dream-trained agent,
     # so the dream can learn the states the agent reaches. 86 minutes on 2 CPU cores; it did not
-    # beat the dream built from random play alone (docs/transfer.md, section 11).
+    # beat the dream built from random play alone (docs/transfer_crazyclimber.md, section 11).
     "cpu-dreamed": dict(
         real_steps=100_000, warmup_steps=50_000, steps_per_epoch=10_000, model_config="cpu-dreamed",
         wm_steps_first_epoch=4_000, wm_steps_per_epoch=500, wm_batch_size=16, wm_lr=3e-4, reward_fraction=0.5,

@@ -61,7 +61,7 @@ class TrainConfig:
     end_fraction: float = 0.0
     # a life that ends in a frozen screen ends where the freeze begins, so the termination head is
     # asked for the step that decides the life instead of a count of identical frames
-    # (``EpisodeDataset.ends_at_freeze_onsets``; docs/transfer.md, section 9)
+    # (``EpisodeDataset.ends_at_freeze_onsets``; docs/transfer_krull.md, section 9)
     end_at_freeze_onset: bool = False
     freeze_end_delay: int = 0  # with end_at_freeze_onset: the life ends this many steps into the freeze
     init_from: str | None = None  # a checkpoint of the same family whose weights start the run

@@ -214,7 +214,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # as the real game does when the action changes (benchmarks/action_response.py): almost no training
 # step saw the high noise at which the pose is decided, so the denoiser learned to copy the last
 # frame's pose. Training centred higher and wider, and sampling from 30x sigma_data, puts the
-# action back in charge (docs/transfer.md, section 4). Four frames per segment are denoised, so
+# action back in charge (docs/transfer_crazyclimber.md, section 4). Four frames per segment are denoised, so
 # each step trains on the extra noise levels at little more cost. One Euler step dreams best: on
 # the CrazyClimber dream, 43.8/35.4/29.8/24.5 dB at steps 1/5/15/50 against 41.1/33.0/27.0/19.7 with
 # three, and no noise piling up (sharpness ratio 1.03 at step 50 against 1.83), at a third of the cost.
@@ -236,11 +236,11 @@ PRESETS["cpu-residual"] = {
 
 # cpu-residual trained to go on from its own frames: the CrazyClimber cpu-residual dream moves the
 # climber as far as the game does when its context is real (teacher-forced), but after a few of its
-# own frames the climber stops (docs/transfer.md, section 5). Ending each training context in up to
+# own frames the climber stops (docs/transfer_crazyclimber.md, section 5). Ending each training context in up to
 # two dreamed frames costs one extra no-gradient denoiser call per target on average.
 PRESETS["cpu-dreamed"] = {**PRESETS["cpu-residual"], "dreamed_context_frames": 2}
 
 # cpu-dreamed with an end path of its own as large as the reward head's, so that an end head can be
 # trained onto a finished cpu-dreamed model without moving its reward head: fine-tuned from one, the
-# end path starts as a copy of the shared LSTM and trunk (docs/transfer.md, section 14).
+# end path starts as a copy of the shared LSTM and trunk (docs/transfer_kungfumaster.md, section 14).
 PRESETS["cpu-dreamed-end-path"] = {**PRESETS["cpu-dreamed"], "rew_end_lstm_dim": PRESETS["small"]["rew_lstm_dim"]}

@@ -188,7 +188,7 @@ class DiffusionWorldModel(WorldModel):
         - An end path of its own (``rew_end_lstm_dim``), from a model whose end head read the shared
           LSTM and trunk, starts as a copy of them: its end logits are then the old model's, and it
           keeps what the shared LSTM learned to remember, which a fresh one did not learn from short
-          segments (docs/transfer.md, section 14).
+          segments (docs/transfer_kungfumaster.md, section 14).
         - A context noise level embedding (``context_noise_levels``) starts at zero, so the model
           told its context's noise level starts as the one that was not told.
         """
