@@ -1,0 +1,141 @@
+"""Where a dream wins or loses against repeat-last-frame: by window and by band.
+
+    python benchmarks/psnr_breakdown.py neuralenvs/KungFuMaster-diffusion-v0 runs/kfm-x/checkpoint \
+        --data data/kungfumaster-test --windows 512 --out benchmarks/results/psnr_breakdown_kungfumaster.json
+
+The same windows as ``neuralenvs fidelity --held-out N --windows W`` with N every episode of
+``--data`` (seed 0), the dream fed the real actions. At each step in ``--steps`` it prints:
+
+- the mean of the per-window PSNR gain over repeat-last (``neuralenvs fidelity``'s figure, each
+  window's PSNR capped at 60 dB), and beside it the same gain on the windows where repeat-last is
+  within ``--still-db`` of exact (the real screen barely changed since the context) and on the rest
+  (a mean of decibels weighs a window whose error is tiny as much as one whose frame is wrong), and
+  on the windows whose target is not in the frozen screen that ends a lost life (a dream trained with
+  ``--end-at-freeze-onset`` ends the life there and never dreams that screen);
+- the PSNR of the mean squared error over all windows, dream and repeat-last (the figure a mean of
+  errors gives, which weighs the windows by how wrong they are);
+- for each band of 8 rows, the dream's and repeat-last's mean squared error (8-bit levels squared)
+  and the band's share of the difference between them summed over the bands.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from neuralenvs.bench.report import write_json
+from neuralenvs.data import EpisodeDataset
+from neuralenvs.data.episodes import freeze_onset
+from neuralenvs.envs.dream import dreaming
+from neuralenvs.measure.fidelity import PSNR_CAP, _stderr, _windows
+from neuralenvs.registry import load_world_model
+
+BAND_ROWS = 8
+
+
+@torch.no_grad()
+def window_errors(model, data: EpisodeDataset, steps: tuple[int, ...], num_windows: int, batch_size: int = 32,
+                  seed: int = 0) -> dict[int, dict[str, np.ndarray]]:
+    """For each step, the dream's and repeat-last's squared error per window and row ([windows, H]),
+    and whether each window's target lies in the frozen screen that ends its episode ([windows])."""
+    k, horizon = model.context_frames, max(steps)
+    episodes = list(range(data.num_episodes))
+    windows = _windows(data, episodes, k, horizon, num_windows, np.random.default_rng(seed))
+    rows = {s: {"dream": [], "repeat_last": [], "in_end_freeze": []} for s in steps}
+    generator = torch.Generator().manual_seed(seed)
+    for lo in range(0, len(windows), batch_size):
+        pairs = [(data.episode(e), t0) for e, t0 in windows[lo : lo + batch_size]]
+        onsets = np.array([freeze_onset(ep.frames) for ep, _ in pairs])
+        context = np.stack([ep.frames[t0 - k + 1 : t0 + 1] for ep, t0 in pairs])
+        context_actions = np.stack([ep.actions[t0 - k + 1 : t0] for ep, t0 in pairs])
+        state = model.init_state(torch.from_numpy(context), torch.from_numpy(context_actions))
+        last = context[:, -1].astype(np.float64)
+        for s in range(1, horizon + 1):
+            alive = np.array([t0 + s <= len(ep) for ep, t0 in pairs])  # the real episode has this step
+            actions = np.array([ep.actions[min(t0 + s, len(ep)) - 1] for ep, t0 in pairs])
+            state, frames, _, _ = model.step(state, torch.from_numpy(actions), generator)
+            if s not in rows or not alive.any():
+                continue
+            real = np.stack([ep.frames[min(t0 + s, len(ep))] for ep, t0 in pairs])[alive].astype(np.float64)
+            for name, guess in (("dream", frames.numpy()[alive].astype(np.float64)), ("repeat_last", last[alive])):
+                rows[s][name].append(((guess - real) ** 2).mean(axis=(2, 3)))
+            # the target repeats the frame before it, in the still screen that ends a lost life
+            rows[s]["in_end_freeze"].append((np.array([t0 + s for _, t0 in pairs]) > onsets)[alive])
+    return {s: {name: np.concatenate(v) for name, v in r.items()} for s, r in rows.items()}
+
+
+def psnr_db(mse: np.ndarray) -> np.ndarray:
+    return np.minimum(10 * np.log10(255.0**2 / np.maximum(mse, 1e-12)), PSNR_CAP)
+
+
+def breakdown(rows: dict[str, np.ndarray], still_db: float) -> dict:
+    """The figures the module docstring lists, from one step's per-window, per-row squared errors."""
+    dream, last = rows["dream"], rows["repeat_last"]
+    gain = psnr_db(dream.mean(1)) - psnr_db(last.mean(1))
+    still = psnr_db(last.mean(1)) >= PSNR_CAP - still_db
+    frozen = rows["in_end_freeze"]
+    h = dream.shape[1]
+    bands = (h + BAND_ROWS - 1) // BAND_ROWS
+    pad = ((0, 0), (0, bands * BAND_ROWS - h))
+    band_dream = np.pad(dream, pad).reshape(len(dream), bands, BAND_ROWS).mean(2).mean(0)
+    band_last = np.pad(last, pad).reshape(len(last), bands, BAND_ROWS).mean(2).mean(0)
+    excess = band_dream - band_last
+    return {
+        "windows": len(gain),
+        "psnr_gain": float(gain.mean()),
+        "psnr_gain_stderr": _stderr(gain),
+        "still_windows": int(still.sum()),
+        "psnr_gain_still": float(gain[still].mean()) if still.any() else None,
+        "psnr_gain_moving": float(gain[~still].mean()) if (~still).any() else None,
+        "still_windows_in_end_freeze": int((still & frozen).sum()),
+        "psnr_gain_outside_end_freeze": float(gain[~frozen].mean()) if (~frozen).any() else None,
+        "psnr_gain_outside_end_freeze_stderr": _stderr(gain[~frozen]),
+        "windows_outside_end_freeze": int((~frozen).sum()),
+        "psnr_of_mean_mse": {"dream": float(psnr_db(dream.mean())), "repeat_last": float(psnr_db(last.mean()))},
+        "band_mse": {"dream": band_dream.tolist(), "repeat_last": band_last.tolist()},
+        "band_share_of_difference": (excess / excess.sum()).tolist() if excess.sum() else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dreams", nargs="+", help="registered dream ids or checkpoint folders")
+    parser.add_argument("--data", required=True, help="held-out episode dataset (every episode is used)")
+    parser.add_argument("--steps", type=int, nargs="+", default=[15, 50])
+    parser.add_argument("--windows", type=int, default=512)
+    parser.add_argument("--still-db", type=float, default=10.0,
+                        help="a window is still where repeat-last is within this of the PSNR cap")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", help="JSON file to write")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data = EpisodeDataset(args.data)
+    results = {}
+    for dream in args.dreams:
+        model = load_world_model(dream, device="cpu")
+        with dreaming(model, "fp32"):
+            rows = window_errors(model, data, tuple(args.steps), args.windows)
+        results[dream] = {str(s): breakdown(r, args.still_db) for s, r in rows.items()}
+        for s, b in results[dream].items():
+            mean_mse = b["psnr_of_mean_mse"]
+            print(f"{dream} step {s}, {b['windows']} windows: PSNR gain over repeat-last "
+                  f"{b['psnr_gain']:+.2f} ± {b['psnr_gain_stderr']:.2f} dB")
+            print(f"  still windows ({b['still_windows']}, {b['still_windows_in_end_freeze']} of them in the frozen "
+                  f"end of a life): {b['psnr_gain_still']:+.2f}; the rest: {b['psnr_gain_moving']:+.2f}")
+            print(f"  the {b['windows_outside_end_freeze']} windows outside the frozen end of a life: "
+                  f"{b['psnr_gain_outside_end_freeze']:+.2f} ± {b['psnr_gain_outside_end_freeze_stderr']:.2f}")
+            print(f"  PSNR of the mean squared error: {mean_mse['dream']:.2f} against repeat-last's "
+                  f"{mean_mse['repeat_last']:.2f}")
+            share = b["band_share_of_difference"] or [float("nan")] * len(b["band_mse"]["dream"])
+            for i, (d, r) in enumerate(zip(b["band_mse"]["dream"], b["band_mse"]["repeat_last"], strict=True)):
+                print(f"  rows {i * BAND_ROWS:2d}-{i * BAND_ROWS + BAND_ROWS - 1:2d}: MSE {d:7.1f} / {r:7.1f}, "
+                      f"share {share[i]:+.2f}")
+    if args.out:
+        write_json(args.out, {"data": args.data, "windows": args.windows, "band_rows": BAND_ROWS,
+                              "still_db": args.still_db, "dreams": results})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""benchmarks/psnr_breakdown.py: the split of a dream's PSNR gain over repeat-last into still and
+moving windows, and of its squared error into bands, on errors whose answers are known."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuralenvs.measure.fidelity import PSNR_CAP
+
+
+def _script():
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "psnr_breakdown.py"
+    spec = importlib.util.spec_from_file_location("psnr_breakdown_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _db(mse: float) -> float:
+    return min(10 * np.log10(255.0**2 / mse), PSNR_CAP)
+
+
+def test_a_dream_that_wins_on_moving_windows_and_loses_on_a_still_one():
+    h = 16  # two bands of 8 rows
+    dream, last = np.zeros((3, h)), np.zeros((3, h))
+    last[0] = 0.0  # window 0: the real screen did not change, repeat-last is exact (capped at 60 dB)
+    dream[0, 8:] = 2.0  # the dream drew something in the second band
+    last[1:, :8], dream[1:, :8] = 100.0, 25.0  # windows 1-2: things moved in the first band; the dream is nearer
+    frozen = np.array([False, False, True])  # window 2's target lies in the frozen end of a life
+    b = _script().breakdown({"dream": dream, "repeat_last": last, "in_end_freeze": frozen}, still_db=10.0)
+
+    still_gain = _db(1.0) - PSNR_CAP  # the dream's mean error over the frame: 2 on half the rows
+    moving_gain = _db(12.5) - _db(50.0)
+    assert b["windows"] == 3 and b["still_windows"] == 1 and b["still_windows_in_end_freeze"] == 0
+    assert b["psnr_gain_still"] == pytest.approx(still_gain)
+    assert b["psnr_gain_moving"] == pytest.approx(moving_gain)
+    assert b["psnr_gain"] == pytest.approx((still_gain + 2 * moving_gain) / 3)
+    assert b["windows_outside_end_freeze"] == 2
+    assert b["psnr_gain_outside_end_freeze"] == pytest.approx((still_gain + moving_gain) / 2)
+    # in mean squared error the dream wins: (1 + 12.5 + 12.5) / 3 against (0 + 50 + 50) / 3
+    assert b["psnr_of_mean_mse"]["dream"] == pytest.approx(_db(26.0 / 3))
+    assert b["psnr_of_mean_mse"]["repeat_last"] == pytest.approx(_db(100.0 / 3))
+    # band 0: dream 50/3 against 200/3 (-50); band 1: dream 2/3 against 0 (+2/3); shares of the sum
+    assert b["band_mse"]["dream"] == pytest.approx([50 / 3, 2 / 3])
+    assert b["band_mse"]["repeat_last"] == pytest.approx([200 / 3, 0.0])
+    total = -50 + 2 / 3
+    assert b["band_share_of_difference"] == pytest.approx([-50 / total, (2 / 3) / total])
