@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 from toy_world_model import ToyWorldModel, make_toy
 
 from neuralenvs.data import EpisodeDataset
@@ -84,13 +85,7 @@ def test_freeze_onsets_find_where_the_last_identical_frames_begin_and_whether_th
 
 
 def _reward_head_script():
-    import importlib.util
-
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "reward_head.py"
-    spec = importlib.util.spec_from_file_location("reward_head_script", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("reward_head")
 
 
 def test_score_ends_counts_argmax_decisions_and_what_a_sampling_dream_expects() -> None:

@@ -3,21 +3,15 @@ moving windows, and of its squared error into bands, on errors whose answers are
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from benchmark_scripts import load_benchmark
 
 from neuralenvs.measure.fidelity import PSNR_CAP
 
 
 def _script():
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "psnr_breakdown.py"
-    spec = importlib.util.spec_from_file_location("psnr_breakdown_script", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("psnr_breakdown")
 
 
 def _db(mse: float) -> float:
