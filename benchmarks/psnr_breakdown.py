@@ -11,7 +11,8 @@ The same windows as ``neuralenvs fidelity --held-out N --windows W`` with N ever
   within ``--still-db`` of exact (the real screen barely changed since the context) and on the rest
   (a mean of decibels weighs a window whose error is tiny as much as one whose frame is wrong), and
   on the windows whose target is not in the frozen screen that ends a lost life (a dream trained with
-  ``--end-at-freeze-onset`` ends the life there and never dreams that screen);
+  ``--end-at-freeze-onset`` ends the life there and never dreams that screen), and when in their
+  episodes the still windows and the rest start;
 - the PSNR of the mean squared error over all windows, dream and repeat-last (the figure a mean of
   errors gives, which weighs the windows by how wrong they are);
 - for each band of 8 rows, the dream's and repeat-last's mean squared error (8-bit levels squared)
@@ -39,11 +40,12 @@ BAND_ROWS = 8
 def window_errors(model, data: EpisodeDataset, steps: tuple[int, ...], num_windows: int, batch_size: int = 32,
                   seed: int = 0) -> dict[int, dict[str, np.ndarray]]:
     """For each step, the dream's and repeat-last's squared error per window and row ([windows, H]),
-    and whether each window's target lies in the frozen screen that ends its episode ([windows])."""
+    whether each window's target lies in the frozen screen that ends its episode, and the step of its
+    episode at which the window starts ([windows] each)."""
     k, horizon = model.context_frames, max(steps)
     episodes = list(range(data.num_episodes))
     windows = _windows(data, episodes, k, horizon, num_windows, np.random.default_rng(seed))
-    rows = {s: {"dream": [], "repeat_last": [], "in_end_freeze": []} for s in steps}
+    rows = {s: {"dream": [], "repeat_last": [], "in_end_freeze": [], "start_step": []} for s in steps}
     generator = torch.Generator().manual_seed(seed)
     for lo in range(0, len(windows), batch_size):
         pairs = [(data.episode(e), t0) for e, t0 in windows[lo : lo + batch_size]]
@@ -63,6 +65,7 @@ def window_errors(model, data: EpisodeDataset, steps: tuple[int, ...], num_windo
                 rows[s][name].append(((guess - real) ** 2).mean(axis=(2, 3)))
             # the target repeats the frame before it, in the still screen that ends a lost life
             rows[s]["in_end_freeze"].append((np.array([t0 + s for _, t0 in pairs]) > onsets)[alive])
+            rows[s]["start_step"].append(np.array([t0 for _, t0 in pairs])[alive])  # the context's last frame
     return {s: {name: np.concatenate(v) for name, v in r.items()} for s, r in rows.items()}
 
 
@@ -75,7 +78,7 @@ def breakdown(rows: dict[str, np.ndarray], still_db: float) -> dict:
     dream, last = rows["dream"], rows["repeat_last"]
     gain = psnr_db(dream.mean(1)) - psnr_db(last.mean(1))
     still = psnr_db(last.mean(1)) >= PSNR_CAP - still_db
-    frozen = rows["in_end_freeze"]
+    frozen, start = rows["in_end_freeze"], rows["start_step"]
     h = dream.shape[1]
     bands = (h + BAND_ROWS - 1) // BAND_ROWS
     pad = ((0, 0), (0, bands * BAND_ROWS - h))
@@ -89,6 +92,8 @@ def breakdown(rows: dict[str, np.ndarray], still_db: float) -> dict:
         "still_windows": int(still.sum()),
         "psnr_gain_still": float(gain[still].mean()) if still.any() else None,
         "psnr_gain_moving": float(gain[~still].mean()) if (~still).any() else None,
+        "start_step_quartiles_still": np.percentile(start[still], [25, 50, 75]).tolist() if still.any() else None,
+        "start_step_quartiles_moving": np.percentile(start[~still], [25, 50, 75]).tolist() if (~still).any() else None,
         "still_windows_in_end_freeze": int((still & frozen).sum()),
         "psnr_gain_outside_end_freeze": float(gain[~frozen].mean()) if (~frozen).any() else None,
         "psnr_gain_outside_end_freeze_stderr": _stderr(gain[~frozen]),
@@ -124,6 +129,8 @@ def main() -> None:
                   f"{b['psnr_gain']:+.2f} ± {b['psnr_gain_stderr']:.2f} dB")
             print(f"  still windows ({b['still_windows']}, {b['still_windows_in_end_freeze']} of them in the frozen "
                   f"end of a life): {b['psnr_gain_still']:+.2f}; the rest: {b['psnr_gain_moving']:+.2f}")
+            print(f"  the step of its episode at which a window starts, quartiles: still windows "
+                  f"{b['start_step_quartiles_still']}, the rest {b['start_step_quartiles_moving']}")
             print(f"  the {b['windows_outside_end_freeze']} windows outside the frozen end of a life: "
                   f"{b['psnr_gain_outside_end_freeze']:+.2f} ± {b['psnr_gain_outside_end_freeze_stderr']:.2f}")
             print(f"  PSNR of the mean squared error: {mean_mse['dream']:.2f} against repeat-last's "

@@ -25,7 +25,9 @@ def test_a_dream_that_wins_on_moving_windows_and_loses_on_a_still_one():
     dream[0, 8:] = 2.0  # the dream drew something in the second band
     last[1:, :8], dream[1:, :8] = 100.0, 25.0  # windows 1-2: things moved in the first band; the dream is nearer
     frozen = np.array([False, False, True])  # window 2's target lies in the frozen end of a life
-    b = _script().breakdown({"dream": dream, "repeat_last": last, "in_end_freeze": frozen}, still_db=10.0)
+    start = np.array([3, 120, 200])  # the step of its episode at which each window starts
+    rows = {"dream": dream, "repeat_last": last, "in_end_freeze": frozen, "start_step": start}
+    b = _script().breakdown(rows, still_db=10.0)
 
     still_gain = _db(1.0) - PSNR_CAP  # the dream's mean error over the frame: 2 on half the rows
     moving_gain = _db(12.5) - _db(50.0)
@@ -33,6 +35,8 @@ def test_a_dream_that_wins_on_moving_windows_and_loses_on_a_still_one():
     assert b["psnr_gain_still"] == pytest.approx(still_gain)
     assert b["psnr_gain_moving"] == pytest.approx(moving_gain)
     assert b["psnr_gain"] == pytest.approx((still_gain + 2 * moving_gain) / 3)
+    assert b["start_step_quartiles_still"] == [3, 3, 3]
+    assert b["start_step_quartiles_moving"] == pytest.approx([140, 160, 180])
     assert b["windows_outside_end_freeze"] == 2
     assert b["psnr_gain_outside_end_freeze"] == pytest.approx((still_gain + moving_gain) / 2)
     # in mean squared error the dream wins: (1 + 12.5 + 12.5) / 3 against (0 + 50 + 50) / 3
