@@ -12,6 +12,16 @@ import torch
 from neuralenvs.nn.reward_end import RewardEndModel, choose_classes, class_to_reward, reward_to_class
 
 
+def tiny_model_and_segments(b: int, transitions: int, **model_options):
+    """A small reward/termination model (seed 0) and ``b`` random segments of ``transitions`` steps
+    on 8x8 frames with 3 actions, no rewards and no ends: (model, frames, actions, rewards, ended)."""
+    torch.manual_seed(0)
+    model = RewardEndModel(3, (8, 8), 3, channels=(4,), depths=(1,), cond_dim=8, lstm_dim=6, **model_options)
+    frames = torch.rand(b, transitions + 1, 3, 8, 8) * 2 - 1
+    actions = torch.randint(0, 3, (b, transitions))
+    return model, frames, actions, torch.zeros(b, transitions), torch.zeros(b, transitions, dtype=torch.bool)
+
+
 def test_reward_classes():
     assert reward_to_class(torch.tensor([-7.0, -1.0, 0.0, 0.5, 20.0])).tolist() == [0, 0, 1, 2, 2]
     assert class_to_reward(torch.tensor([0, 1, 2])).tolist() == [-1.0, 0.0, 1.0]
@@ -98,11 +108,7 @@ def test_the_plain_reward_encoder_finds_a_reward_shown_by_a_few_pixels():
 
 
 def test_reward_losses_ignore_padding():
-    torch.manual_seed(0)
-    model = RewardEndModel(3, (8, 8), 3, channels=(4,), depths=(1,), cond_dim=8, lstm_dim=6)
-    frames = torch.rand(2, 5, 3, 8, 8) * 2 - 1
-    actions = torch.randint(0, 3, (2, 4))
-    rewards, terminated = torch.zeros(2, 4), torch.zeros(2, 4, dtype=torch.bool)
+    model, frames, actions, rewards, terminated = tiny_model_and_segments(2, 4)
     mask = torch.tensor([[False, False, True, True, True]] * 2)
     base = model.losses(frames, actions, rewards, terminated, mask)
     rewards[:, :2], terminated[:, :2] = 5.0, True  # targets of transitions that touch padding
@@ -134,11 +140,7 @@ def test_a_padded_segment_is_scored_as_a_dream_started_at_its_first_real_frame()
 
 
 def test_balanced_reward_loss_weighs_each_present_class_equally():
-    torch.manual_seed(0)
-    model = RewardEndModel(3, (8, 8), 3, channels=(4,), depths=(1,), cond_dim=8, lstm_dim=6)
-    frames = torch.rand(2, 5, 3, 8, 8) * 2 - 1
-    actions = torch.randint(0, 3, (2, 4))
-    rewards, terminated = torch.zeros(2, 4), torch.zeros(2, 4, dtype=torch.bool)
+    model, frames, actions, rewards, terminated = tiny_model_and_segments(2, 4)
     rewards[0, 2] = 3.0  # one "+1" among 7 counted "0"s (the first transition of row 1 is padding)
     mask = torch.ones(2, 5, dtype=torch.bool)
     mask[1, 0] = False
@@ -156,11 +158,7 @@ def test_balanced_reward_loss_weighs_each_present_class_equally():
 
 
 def test_balanced_end_loss_and_end_prior():
-    torch.manual_seed(0)
-    model = RewardEndModel(3, (8, 8), 3, channels=(4,), depths=(1,), cond_dim=8, lstm_dim=6)
-    frames = torch.rand(1, 5, 3, 8, 8) * 2 - 1
-    actions = torch.randint(0, 3, (1, 4))
-    rewards, terminated = torch.zeros(1, 4), torch.zeros(1, 4, dtype=torch.bool)
+    model, frames, actions, rewards, terminated = tiny_model_and_segments(1, 4)
     terminated[0, 3] = True  # one end among four transitions
     mask = torch.ones(1, 5, dtype=torch.bool)
     _, logits, _ = model(frames[:, :-1], actions, frames[:, 1:])
