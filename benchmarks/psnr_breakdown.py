@@ -17,6 +17,9 @@ The same windows as ``neuralenvs fidelity --held-out N --windows W`` with N ever
   errors gives, which weighs the windows by how wrong they are);
 - for each band of 8 rows, the dream's and repeat-last's mean squared error (8-bit levels squared)
   and the band's share of the difference between them summed over the bands.
+
+Once per ``--data``: the step of each episode at which its screen first changes (quartiles), i.e.
+how long a life's start stands still.
 """
 
 from __future__ import annotations
@@ -70,6 +73,13 @@ def window_errors(model, data: EpisodeDataset, steps: tuple[int, ...], num_windo
     return {s: {name: np.concatenate(v) for name, v in r.items()} for s, r in rows.items()}
 
 
+def first_change(frames: np.ndarray) -> int | None:
+    """The first step t of an episode (frames uint8 [T + 1, H, W, C]) whose next frame differs from
+    it in any pixel; ``None`` where the screen never changes."""
+    changed = (frames[1:] != frames[:-1]).reshape(len(frames) - 1, -1).any(axis=1)
+    return int(np.argmax(changed)) if changed.any() else None
+
+
 def psnr_db(mse: np.ndarray) -> np.ndarray:
     return np.minimum(10 * np.log10(255.0**2 / np.maximum(mse, 1e-12)), PSNR_CAP)
 
@@ -118,6 +128,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = EpisodeDataset(args.data)
+    firsts = [first_change(data.episode(e).frames) for e in range(data.num_episodes)]
+    firsts = [t for t in firsts if t is not None]
+    first_change_quartiles = np.percentile(firsts, [0, 25, 50, 75, 100]).tolist() if firsts else None
+    print(f"{args.data}: the step at which an episode's screen first changes, min / quartiles / max over "
+          f"{len(firsts)} episodes: {first_change_quartiles}")
     results = {}
     for dream in args.dreams:
         model = load_world_model(dream, device="cpu")
@@ -142,7 +157,8 @@ def main() -> None:
                       f"share {share[i]:+.2f}")
     if args.out:
         write_json(args.out, {"data": args.data, "windows": args.windows, "band_rows": BAND_ROWS,
-                              "still_db": args.still_db, "dreams": results})
+                              "still_db": args.still_db, "first_change_step": first_change_quartiles,
+                              "dreams": results})
 
 
 if __name__ == "__main__":

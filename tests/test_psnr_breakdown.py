@@ -47,3 +47,12 @@ def test_a_dream_that_wins_on_moving_windows_and_loses_on_a_still_one():
     assert b["band_mse"]["repeat_last"] == pytest.approx([200 / 3, 0.0])
     total = -50 + 2 / 3
     assert b["band_share_of_difference"] == pytest.approx([-50 / total, (2 / 3) / total])
+
+
+def test_first_change_finds_where_a_still_start_ends():
+    frames = np.zeros((6, 4, 4, 3), np.uint8)
+    assert _script().first_change(frames) is None  # never changes
+    frames[4:, 1, 2, 0] = 1  # one pixel, one level, between steps 3 and 4
+    assert _script().first_change(frames) == 3
+    frames[1:] += 7
+    assert _script().first_change(frames) == 0
