@@ -47,8 +47,7 @@ def dreamed_changes(model: WorldModel, data: EpisodeDataset, episodes: list[int]
     k = model.context_frames
     context = np.stack([data.episode(e).frames[:k] for e in episodes])
     actions = np.stack([data.episode(e).actions[: k - 1 + steps] for e in episodes]).astype(np.int64)
-    ages = torch.full((len(episodes),), k - 1)  # each context is its episode's first frames
-    state = model.init_state(torch.from_numpy(context), torch.from_numpy(actions[:, : k - 1]), ages)
+    state = model.init_state(torch.from_numpy(context), torch.from_numpy(actions[:, : k - 1]))
     generator = torch.Generator().manual_seed(0)
     frames = [context[:, -1]]
     for t in range(steps):

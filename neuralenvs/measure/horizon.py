@@ -179,11 +179,10 @@ def look_from_start_bank(
     model: WorldModel, starts: StartBank, real: np.ndarray, keep: Sequence[int], dreams: int = 8, seed: int = 0
 ) -> dict[str, dict[str, float]]:
     """:func:`look_over_horizon` of ``dreams`` dreams started from the first segments of a start
-    bank (its frames, actions and steps, as a registered dream ships them) under uniformly
+    bank (``starts.frames`` / ``starts.actions``, as a registered dream ships them) under uniformly
     random actions (seed ``seed``), at the steps in ``keep``: the check every shipped dream passes."""
     k = model.context_frames
     context = np.asarray(starts.frames[:dreams, -k:])
     context_actions = np.asarray(starts.actions[:dreams, starts.actions.shape[1] - (k - 1) :], np.int64)
     actions = np.random.default_rng(seed).integers(0, model.num_actions, (dreams, max(keep)))
-    kept = long_rollouts(model, context, context_actions, actions, keep, seed=seed, ages=starts.steps[:dreams])
-    return look_over_horizon(kept, real)
+    return look_over_horizon(long_rollouts(model, context, context_actions, actions, keep, seed=seed), real)
