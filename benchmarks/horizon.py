@@ -169,9 +169,8 @@ def main() -> None:
                 modes.append(("agent actions", agent_policy(args.agent, args.algo)))
             for mode, acts in modes:
                 torch.manual_seed(args.seed)  # an agent samples from torch's global generator
-                # every context is its episode's first frames: its newest is step K - 1
                 kept = long_rollouts(model, ctx, ctx_actions, acts, set(look_steps) | set(sheet_steps), args.seed,
-                                     steps=args.steps, ages=np.full(len(ctx), model.context_frames - 1))
+                                     steps=args.steps)
                 look[mode] = look_over_horizon({s: kept[s] for s in look_steps}, real_pool)
                 if mode == "real actions":
                     if "real episode" not in sheet:

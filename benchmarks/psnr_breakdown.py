@@ -55,8 +55,7 @@ def window_errors(model, data: EpisodeDataset, steps: tuple[int, ...], num_windo
         onsets = np.array([freeze_onset(ep.frames) for ep, _ in pairs])
         context = np.stack([ep.frames[t0 - k + 1 : t0 + 1] for ep, t0 in pairs])
         context_actions = np.stack([ep.actions[t0 - k + 1 : t0] for ep, t0 in pairs])
-        ages = torch.tensor([t0 for _, t0 in pairs])  # for a dream told its episode's step, as fidelity tells it
-        state = model.init_state(torch.from_numpy(context), torch.from_numpy(context_actions), ages)
+        state = model.init_state(torch.from_numpy(context), torch.from_numpy(context_actions))
         last = context[:, -1].astype(np.float64)
         for s in range(1, horizon + 1):
             alive = np.array([t0 + s <= len(ep) for ep, t0 in pairs])  # the real episode has this step

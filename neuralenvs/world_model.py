@@ -8,9 +8,8 @@ interface, so a new family plugs in by subclassing :class:`WorldModel` and addin
 Conventions (shared by every family):
 
 - frames are ``uint8`` tensors laid out ``[..., H, W, C]`` (HWC, as the games give them);
-- ``init_state(frames[B, K], actions[B, K-1], ages=None)``: ``actions[:, i]`` led from
-  ``frames[:, i]`` to ``frames[:, i + 1]``; ``K == context_frames``; ``ages[B]``, where known, the
-  step of its episode at which each newest context frame was seen (a model told it uses it);
+- ``init_state(frames[B, K], actions[B, K-1])``: ``actions[:, i]`` led from ``frames[:, i]`` to
+  ``frames[:, i + 1]``; ``K == context_frames``;
 - ``step(state, actions[B])``: ``actions`` is taken at the newest frame of each dream;
 - reward is predicted as its sign class (-1, 0, +1) and termination as a binary class.
 """
@@ -32,9 +31,7 @@ class Segments:
     ``frames[:, t]`` is the observation at which ``actions[:, t]`` was taken; ``rewards[:, t]``,
     ``terminated[:, t]`` and ``truncated[:, t]`` are what that action led to, and
     ``frames[:, t + 1]`` the frame it produced. Steps before an episode's start are padding:
-    zero frames, action 0, and ``mask[:, t] == False`` for every padded frame. ``steps[:, t]`` is
-    the step of its episode at which ``frames[:, t]`` was seen (negative in the padding; ``None``
-    where the sampler does not know it).
+    zero frames, action 0, and ``mask[:, t] == False`` for every padded frame.
     """
 
     frames: torch.Tensor  # uint8 [B, L + 1, H, W, C]
@@ -43,10 +40,9 @@ class Segments:
     terminated: torch.Tensor  # bool [B, L]
     truncated: torch.Tensor  # bool [B, L]
     mask: torch.Tensor  # bool [B, L + 1]: True where frames[:, t] is a real frame
-    steps: torch.Tensor | None = None  # int64 [B, L + 1]
 
     def to(self, device: torch.device | str) -> Segments:
-        return Segments(**{k: None if v is None else v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
+        return Segments(**{k: v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
 
     @property
     def batch_size(self) -> int:
@@ -105,10 +101,8 @@ class WorldModel(nn.Module, abc.ABC):
         return next(self.parameters()).dtype
 
     @abc.abstractmethod
-    def init_state(self, frames: torch.Tensor, actions: torch.Tensor, ages: torch.Tensor | None = None) -> Any:
-        """Encode real context ``frames`` uint8[B, K, H, W, C] and ``actions`` long[B, K-1].
-        ``ages`` long[B] is the step of its episode at which each dream's newest frame was seen (-1
-        or ``None``: not known); a family that is not told it ignores it."""
+    def init_state(self, frames: torch.Tensor, actions: torch.Tensor) -> Any:
+        """Encode real context ``frames`` uint8[B, K, H, W, C] and ``actions`` long[B, K-1]."""
 
     @abc.abstractmethod
     def step(
@@ -123,16 +117,10 @@ class WorldModel(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def reset_where(
-        self,
-        state: Any,
-        mask: torch.Tensor,
-        frames: torch.Tensor,
-        actions: torch.Tensor,
-        ages: torch.Tensor | None = None,
+        self, state: Any, mask: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor
     ) -> Any:
         """Restart only the dreams where ``mask`` is True from new context ``frames[M, K]`` and
-        ``actions[M, K-1]`` (M = ``mask.sum()``; ``ages[M]`` as in :meth:`init_state`); every other
-        dream's state is left untouched."""
+        ``actions[M, K-1]`` (M = ``mask.sum()``); every other dream's state is left untouched."""
 
     @abc.abstractmethod
     def training_losses(self, batch: Segments) -> dict[str, torch.Tensor]:

@@ -113,9 +113,7 @@ class CheckpointToyModel(WorldModel):
         x = self.mix(torch.relu(self.norm(self.encoder(x)))).mean(dim=(-2, -1))
         return self.proj(x) * self.config.gain + self.embed(actions)
 
-    def init_state(
-        self, frames: torch.Tensor, actions: torch.Tensor, ages: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
+    def init_state(self, frames: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"frames": frames[:, -self.context_frames :].to(self.device)}
 
     def step(
@@ -133,12 +131,7 @@ class CheckpointToyModel(WorldModel):
         return StepResult({"frames": frames}, next_frames, reward, terminated)
 
     def reset_where(
-        self,
-        state: dict[str, torch.Tensor],
-        mask: torch.Tensor,
-        frames: torch.Tensor,
-        actions: torch.Tensor,
-        ages: torch.Tensor | None = None,
+        self, state: dict[str, torch.Tensor], mask: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         new = state["frames"].clone()
         new[mask] = frames[:, -self.context_frames :].to(new.device)

@@ -23,7 +23,7 @@ class Oracle:
     def eval(self):
         return self
 
-    def init_state(self, frames, actions, ages=None):
+    def init_state(self, frames, actions):
         return None
 
     def step(self, state, actions, generator=None):
@@ -72,7 +72,7 @@ class PaysForUp:
 
     training = False
 
-    def init_state(self, frames, actions, ages=None):
+    def init_state(self, frames, actions):
         return frames
 
     def step(self, state, actions, generator=None, sample_heads=False):
@@ -98,7 +98,7 @@ class PaysOnlyTheFirstStep(PaysForUp):
     """A dream that pays every policy on the first step of each dream and never again: right over one
     step, wrong over many."""
 
-    def init_state(self, frames, actions, ages=None):
+    def init_state(self, frames, actions):
         self.t = 0
         return frames
 

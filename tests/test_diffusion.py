@@ -131,7 +131,7 @@ class OracleDenoiser:
         self.clean = clean
         self.calls = 0
 
-    def denoise(self, noisy, sigma, context, actions, context_noise_level=None, age=None):
+    def denoise(self, noisy, sigma, context, actions, context_noise_level=None):
         self.calls += 1
         return self.clean.expand_as(noisy)
 
@@ -329,7 +329,7 @@ def test_context_noise_reaches_the_denoiser_at_a_level_drawn_per_target(monkeypa
         seen = {}
         real_loss = model.denoiser.loss
 
-        def spy(context, actions, target, weight=None, context_noise_level=None, age=None):
+        def spy(context, actions, target, weight=None, context_noise_level=None):
             seen["context"], seen["level"] = context, context_noise_level
             return real_loss(context, actions, target, weight, context_noise_level)
 
@@ -433,9 +433,9 @@ def test_a_dream_longer_than_the_context_replaces_all_of_it_with_its_last_frames
     steps = []  # (rows, how many frames of the window were real) per dreamed step
     dream_frame = model._dream_frame
 
-    def counting(x, actions, generator=None, age=None):
+    def counting(x, actions, generator=None):
         steps.append(len(x))
-        return dream_frame(x, actions, generator, age)
+        return dream_frame(x, actions, generator)
 
     monkeypatch.setattr(model, "_dream_frame", counting)
     torch.manual_seed(0)

@@ -57,7 +57,7 @@ class DreamsConstant:
     def eval(self):
         return self
 
-    def init_state(self, frames, actions, ages=None):
+    def init_state(self, frames, actions):
         return frames
 
     def step(self, state, actions, generator=None) -> StepResult:

@@ -56,7 +56,7 @@ class ToyWorldModel(WorldModel):
         return self.config.context
 
     # the state is simply the last K frames, uint8 [B, K, H, W, C]
-    def init_state(self, frames: torch.Tensor, actions: torch.Tensor, ages: torch.Tensor | None = None) -> torch.Tensor:
+    def init_state(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         k = self.context_frames
         if frames.dtype != torch.uint8 or tuple(frames.shape[1:]) != (k, *self.obs_shape):
             raise ValueError(
@@ -95,8 +95,7 @@ class ToyWorldModel(WorldModel):
         return StepResult(new_state, frames, (reward_class - 1).float(), terminated.bool())
 
     def reset_where(
-        self, state: torch.Tensor, mask: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor,
-        ages: torch.Tensor | None = None,
+        self, state: torch.Tensor, mask: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor
     ) -> torch.Tensor:
         if int(mask.sum()) != frames.shape[0]:
             raise ValueError(
@@ -166,17 +165,15 @@ class ProbeModel(WorldModel):
         self.terminated: np.ndarray | None = None
         self.never_terminate = False
         self.calls: list[tuple[str, Any]] = []
-        self.ages_seen: list[torch.Tensor | None] = []  # of each init_state and reset_where call
         self.last: StepResult | None = None
 
     @property
     def context_frames(self) -> int:
         return self.inner.context_frames
 
-    def init_state(self, frames: torch.Tensor, actions: torch.Tensor, ages: torch.Tensor | None = None) -> Any:
+    def init_state(self, frames: torch.Tensor, actions: torch.Tensor) -> Any:
         self.calls.append(("init_state", (frames.clone(), actions.clone())))
-        self.ages_seen.append(None if ages is None else ages.clone())
-        return self.inner.init_state(frames, actions, ages)
+        return self.inner.init_state(frames, actions)
 
     def step(
         self,
@@ -196,11 +193,9 @@ class ProbeModel(WorldModel):
         self.last = StepResult(result.state, result.next_frames.clone(), result.reward.clone(), terminated)
         return StepResult(result.state, result.next_frames, result.reward, terminated)
 
-    def reset_where(self, state: Any, mask: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor,
-                    ages: torch.Tensor | None = None) -> Any:
+    def reset_where(self, state: Any, mask: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor) -> Any:
         self.calls.append(("reset_where", (mask.clone(), frames.clone(), actions.clone())))
-        self.ages_seen.append(None if ages is None else ages.clone())
-        return self.inner.reset_where(state, mask, frames, actions, ages)
+        return self.inner.reset_where(state, mask, frames, actions)
 
     def training_losses(self, batch: Segments) -> dict[str, torch.Tensor]:
         return self.inner.training_losses(batch)

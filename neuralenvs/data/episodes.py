@@ -315,14 +315,12 @@ class EpisodeDataset:
         terminated = np.zeros((batch_size, length), bool)
         truncated = np.zeros((batch_size, length), bool)
         mask = np.zeros((batch_size, length + 1), bool)
-        steps = np.zeros((batch_size, length + 1), np.int64)
         for b, k in enumerate(chosen):
             ep = self.episode(episodes[k])
             last = int(lasts[b])
             start = last - length + 1  # may be negative: padding before the episode start
             lo = max(int(firsts[b]), 0)
             off = lo - start
-            steps[b] = np.arange(start, start + length + 1)
             frames[b, off:] = ep.frames[lo : last + 2]
             mask[b, off:] = True
             actions[b, off:] = ep.actions[lo : last + 1]
@@ -336,7 +334,6 @@ class EpisodeDataset:
             terminated=torch.from_numpy(terminated),
             truncated=torch.from_numpy(truncated),
             mask=torch.from_numpy(mask),
-            steps=torch.from_numpy(steps),
         )
 
 

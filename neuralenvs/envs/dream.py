@@ -251,7 +251,7 @@ class DreamVectorEnv(VectorEnv):
         if mask is None:
             idx = torch.from_numpy(source.sample(self.num_envs, self.np_random)).to(self.device)
             with dreaming(self.model, self.precision):
-                self._state = self.model.init_state(source.frames[idx], source.actions[idx], source.ages[idx])
+                self._state = self.model.init_state(source.frames[idx], source.actions[idx])
             self._stack = source.stack[idx]
             self._steps[:] = 0
             self._returns[:] = 0.0
@@ -275,7 +275,7 @@ class DreamVectorEnv(VectorEnv):
         mask_t = torch.from_numpy(mask).to(self.device)
         with dreaming(self.model, self.precision):
             self._state = self.model.reset_where(
-                self._state, mask_t, self._source.frames[idx_t], self._source.actions[idx_t], self._source.ages[idx_t]
+                self._state, mask_t, self._source.frames[idx_t], self._source.actions[idx_t]
             )
         stack[mask_t] = self._source.stack[idx_t]
         self._steps[mask] = 0

@@ -104,15 +104,13 @@ def _positive_int(value: Any, name: str) -> int:
 
 class StartBank:
     """A bank of N real context segments: ``frames`` uint8 [N, K, H, W, C] and ``actions`` int64
-    [N, K - 1], where ``actions[:, i]`` led from ``frames[:, i]`` to ``frames[:, i + 1]``, and
-    ``steps`` int64 [N], the step of its episode at which each segment's newest frame was seen (-1
-    where not known: a prompt, or a bank saved before banks kept it), for a model told it.
+    [N, K - 1], where ``actions[:, i]`` led from ``frames[:, i]`` to ``frames[:, i + 1]``.
 
     A bank's K may exceed the model's ``context_frames``: a dream is then started from the last
     ``context_frames`` frames and a frame stack can still show up to K real frames.
     """
 
-    def __init__(self, frames: np.ndarray, actions: np.ndarray | None = None, steps: np.ndarray | None = None) -> None:
+    def __init__(self, frames: np.ndarray, actions: np.ndarray | None = None) -> None:
         frames = np.asarray(frames)
         if frames.ndim != 5:
             raise ValueError(
@@ -136,16 +134,8 @@ class StartBank:
             )
         if actions.size and actions.min() < 0:
             raise ValueError(f"start actions must be >= 0, got a minimum of {actions.min()}")
-        if steps is None:
-            steps = np.full(n, -1, dtype=np.int64)
-        steps = np.asarray(steps)
-        if steps.dtype.kind not in "iu" or steps.shape != (n,):
-            raise ValueError(f"start steps must be integers of shape (N,) = ({n},), got {steps.dtype} {steps.shape}")
-        if steps.size and steps.min() < -1:
-            raise ValueError(f"start steps must be >= -1 (-1: not known), got a minimum of {steps.min()}")
         self.frames: np.ndarray = np.ascontiguousarray(frames)
         self.actions: np.ndarray = np.ascontiguousarray(actions, dtype=np.int64)
-        self.steps: np.ndarray = np.ascontiguousarray(steps, dtype=np.int64)
 
     # ----------------------------------------------------------------------------- properties
     def __len__(self) -> int:
@@ -223,7 +213,7 @@ class StartBank:
         ``episodes`` yields ``(frames uint8 [T + 1, H, W, C], actions int [T])``. Only full windows
         are used (no padding before an episode's start: a dream must start from real frames).
         Windows are drawn uniformly over all windows of all episodes, without replacement when
-        there are at least ``n`` of them. Each keeps the step of its episode of its newest frame.
+        there are at least ``n`` of them.
         """
         k = _positive_int(context_frames, "context_frames")
         n = _positive_int(n, "n")
@@ -264,7 +254,7 @@ class StartBank:
         for j, (e, t) in enumerate(zip(episode_of.tolist(), start_of.tolist(), strict=True)):
             out_frames[j] = kept[e][0][t : t + k]
             out_actions[j] = kept[e][1][t : t + k - 1]
-        return cls(out_frames, out_actions, start_of + k - 1)
+        return cls(out_frames, out_actions)
 
     @classmethod
     def from_dataset(
@@ -295,7 +285,7 @@ class StartBank:
         try:
             # a file object (not a name) stops numpy from appending ".npz" to the temporary name
             with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, frames=self.frames, actions=self.actions, steps=self.steps)
+                np.savez_compressed(f, frames=self.frames, actions=self.actions)
             os.chmod(tmp, 0o644)  # mkstemp makes the file private; a shipped bank must be readable
             os.replace(tmp, path)
         except BaseException:
@@ -320,7 +310,7 @@ class StartBank:
         with data:
             names = sorted(data.files)
             try:
-                arrays = {name: data[name] for name in names if name in ("frames", "actions", "steps")}
+                arrays = {name: data[name] for name in names if name in ("frames", "actions")}
             except ValueError as e:  # e.g. an object array, which would need pickle
                 raise ValueError(f"cannot read start bank {str(path)!r}: {e}") from e
         missing = {"frames", "actions"} - set(arrays)
@@ -328,8 +318,9 @@ class StartBank:
             raise ValueError(
                 f"start bank {str(path)!r} lacks the array(s) {sorted(missing)}; it holds {names}"
             )
+        frames, actions = arrays["frames"], arrays["actions"]
         try:
-            return cls(arrays["frames"], arrays["actions"], arrays.get("steps"))
+            return cls(frames, actions)
         except ValueError as e:
             raise ValueError(f"start bank {str(path)!r} is invalid: {e}") from e
 
@@ -360,7 +351,6 @@ class DeviceStarts:
         # the bank may hold more frames than the model reads: the model gets the newest K
         self.frames = torch.from_numpy(np.ascontiguousarray(frames[:, kb - k :])).to(device)
         self.actions = torch.from_numpy(np.ascontiguousarray(actions[:, kb - k :])).to(device)
-        self.ages = torch.from_numpy(bank.steps).to(device)  # of the newest frame, which the model reads too
         self.stack_np = stack_frames(frames, frame_stack)
         self.stack = torch.from_numpy(self.stack_np).to(device)
 

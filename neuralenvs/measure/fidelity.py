@@ -122,9 +122,8 @@ def measure_fidelity(
             chunk_psnr, chunk_edges = tokenizer_round_trip(model, first, before)
             round_trip += chunk_psnr
             round_trip_edges += chunk_edges
-        ages = torch.tensor([t0 for _, t0 in chunk], device=device)  # for a model told its episode's step
         state = model.init_state(
-            torch.from_numpy(context).to(device), torch.from_numpy(context_actions).to(device), ages
+            torch.from_numpy(context).to(device), torch.from_numpy(context_actions).to(device)
         )
         last_real = torch.from_numpy(context[:, -1]).to(device)
         alive = np.ones(b, bool)  # a dream is scored until its real episode ends
@@ -208,8 +207,7 @@ def one_step_heads(
         chunk = [(loaded[e], t) for e, t in windows[lo : lo + batch_size]]
         frames = torch.from_numpy(np.stack([ep.frames[t - k + 1 : t + 1] for ep, t in chunk]))
         actions = torch.from_numpy(np.stack([ep.actions[t - k + 1 : t] for ep, t in chunk]).astype(np.int64))
-        ages = torch.tensor([t for _, t in chunk], device=device)
-        state = model.init_state(frames.to(device), actions.to(device), ages)
+        state = model.init_state(frames.to(device), actions.to(device))
         step = torch.tensor([int(ep.actions[t]) for ep, t in chunk], device=device)
         _, _, reward, terminated = model.step(state, step, generator)
         reward_pred.append(reward.sign().cpu().numpy())
@@ -248,7 +246,7 @@ def dreamed_freeze_onsets(model: WorldModel, dataset: EpisodeDataset, episodes: 
         t = onset - 1  # the last frame before the freeze
         frames = torch.from_numpy(episode.frames[None, t - k + 1 : t + 1]).to(device)
         actions = torch.from_numpy(episode.actions[None, t - k + 1 : t].astype(np.int64)).to(device)
-        state = model.init_state(frames, actions, torch.tensor([t], device=device))
+        state = model.init_state(frames, actions)
         _, dreamed, _, _ = model.step(state, torch.tensor([int(episode.actions[t])], device=device), generator)
         dreamed = dreamed[0].cpu().numpy().astype(np.float64)
         before, frozen = episode.frames[t].astype(np.float64), episode.frames[onset].astype(np.float64)

@@ -119,11 +119,9 @@ def long_rollouts(
     keep: Sequence[int],
     seed: int = 0,
     steps: int | None = None,
-    ages: np.ndarray | None = None,
 ) -> dict[int, np.ndarray]:
-    """Dream from each real context (uint8 [B, K, H, W, C], actions [B, K - 1], and where known
-    ``ages`` [B], the step of its episode of each newest context frame); the dreamed frames at the
-    steps in ``keep``. ``actions``: fixed actions [B, T] (T steps), or a :data:`Policy` that
+    """Dream from each real context (uint8 [B, K, H, W, C], actions [B, K - 1]); the dreamed frames
+    at the steps in ``keep``. ``actions``: fixed actions [B, T] (T steps), or a :data:`Policy` that
     picks them from what it sees (the context, then the dream's own frames) for ``steps`` steps:
     an agent steers a dream where neither random nor recorded actions go."""
     if callable(actions):
@@ -133,8 +131,7 @@ def long_rollouts(
         steps = actions.shape[1]
     device = model.device
     generator = torch.Generator(device=device).manual_seed(seed)
-    state = model.init_state(torch.from_numpy(context).to(device), torch.from_numpy(context_actions).to(device),
-                             None if ages is None else torch.as_tensor(np.asarray(ages), device=device).long())
+    state = model.init_state(torch.from_numpy(context).to(device), torch.from_numpy(context_actions).to(device))
     seen, kept = context, {}
     for s in range(1, steps + 1):
         chosen = actions(seen) if callable(actions) else actions[:, s - 1]

@@ -104,15 +104,6 @@ class DiffusionConfig:
     # with context_noise_levels: the level a dream's context gets (noise of that std added to it,
     # and the denoiser told so) before every dreamed frame; 0 dreams from the clean context
     dream_context_noise_level: int = 0
-    # > 0: the denoiser is told at which step of its episode the frame it dreams is (an embedding
-    # added to its conditioning, one per step up to age_steps; later steps share the last one), or
-    # that this is not known. K frames of a still screen do not show how long it has been still:
-    # KungFuMaster stands still for the first 63 to 70 steps of every life, then its fighters come
-    # on, and a dream not told the step brings them on at any time
-    age_steps: int = 0
-    # with age_steps: the share of denoising targets trained as if their step were not known, so that
-    # a dream started from a context of unknown place (a prompt, a bank without steps) works too
-    age_unknown_fraction: float = 0.1
     rew_loss_weight: float = 1.0
     # every reward class weighs the same in the reward loss (best with the trainer's reward_fraction,
     # so the rare classes are in the batches at all); the trainer then corrects the dream-time
@@ -150,10 +141,6 @@ class DiffusionConfig:
             raise ValueError(f"dream_context_noise_level must be between 0 and {top}, got {level}")
         if self.context_noise_levels and self.context_noise_max <= 0:
             raise ValueError("context_noise_levels needs context_noise_max > 0")
-        if self.age_steps < 0:
-            raise ValueError(f"age_steps must be >= 0 (0: not told), got {self.age_steps}")
-        if not 0.0 <= self.age_unknown_fraction <= 1.0:
-            raise ValueError(f"age_unknown_fraction must be in [0, 1], got {self.age_unknown_fraction}")
         d = self.dreamed_context_frames
         if not 0 <= d <= self.segment_length - k:
             raise ValueError(

@@ -75,20 +75,16 @@ class Denoiser(nn.Module):
         context: torch.Tensor,
         actions: torch.Tensor,
         context_noise_level: torch.Tensor | None = None,
-        age: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Preconditioning]:
         """The raw network output ``F`` (and the scalings used), for ``noisy[B, C, H, W]`` at noise
         levels ``sigma[B]``; ``context_noise_level[B]`` tells a model trained with
-        ``context_noise_levels`` how noisy its context is (``None``: clean), ``age[B]`` one trained
-        with ``age_steps`` the step of its episode of the frame being denoised (-1 or ``None``: not
-        known)."""
+        ``context_noise_levels`` how noisy its context is (``None``: clean)."""
         pc = self.preconditioning(sigma)
         # past frames at about unit variance: a frame's std is sigma_data, unless sigma_data is the
         # residual's, in which case DIAMOND's 0.5 for frames in [-1, 1]
         ctx = context.flatten(1, 2) / (FRAME_STD if self.cfg.predict_residual else self.cfg.sigma_data)
         out = self.net(
-            noisy * _bcast(pc.c_in).to(noisy.dtype), pc.c_noise.to(noisy.dtype), ctx, actions, context_noise_level,
-            age,
+            noisy * _bcast(pc.c_in).to(noisy.dtype), pc.c_noise.to(noisy.dtype), ctx, actions, context_noise_level
         )
         return out, pc
 
@@ -110,13 +106,12 @@ class Denoiser(nn.Module):
         actions: torch.Tensor,
         quantize: bool = True,
         context_noise_level: torch.Tensor | None = None,
-        age: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``D(noisy; sigma)``: the estimate of the clean frame (or of its change from the last
         context frame, with ``predict_residual``), such that the frame is clamped to [-1, 1] and,
         with ``quantize``, snapped to the 256 levels a uint8 frame can take (as DIAMOND does: the
         sampler then only ever sees values a real frame could have)."""
-        out, pc = self(noisy, sigma, context, actions, context_noise_level, age)
+        out, pc = self(noisy, sigma, context, actions, context_noise_level)
         base = self.base(context)
         d = (base + _bcast(pc.c_skip) * noisy + _bcast(pc.c_out) * out).clamp(-1, 1)
         if quantize:
@@ -136,7 +131,6 @@ class Denoiser(nn.Module):
         target: torch.Tensor,
         weight: torch.Tensor | None = None,
         context_noise_level: torch.Tensor | None = None,
-        age: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """EDM training loss for clean ``target[B, C, H, W]``: noise it at a random level, and regress
         ``F`` onto the target that makes ``D`` exact. With EDM's loss weighting this is a plain MSE on
@@ -146,7 +140,7 @@ class Denoiser(nn.Module):
         sigma = self.sample_training_sigma(b, target.device)
         offset = self.cfg.sigma_offset_noise * torch.randn(b, c, 1, 1, device=target.device)
         noisy = target + offset + _bcast(sigma) * torch.randn_like(target)
-        out, pc = self(noisy.to(target.dtype), sigma, context, actions, context_noise_level, age)
+        out, pc = self(noisy.to(target.dtype), sigma, context, actions, context_noise_level)
         f_target = (target - _bcast(pc.c_skip) * noisy) / _bcast(pc.c_out)
         per_sample = (out.float() - f_target.float()).pow(2).flatten(1).mean(dim=1)
         if weight is None:

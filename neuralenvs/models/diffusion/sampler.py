@@ -48,11 +48,9 @@ def sample_next_frame(
     rho: float = 7.0,
     generator: torch.Generator | None = None,
     context_noise_level: torch.Tensor | None = None,
-    age: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Dream the frame that follows ``context[B, K, C, H, W]`` under ``actions[B, K]`` (whose noise
-    level, for a model told it, is ``context_noise_level[B]``; ``age[B]``, for a model told it, is
-    the step of its episode of the frame dreamed, -1 where not known).
+    level, for a model told it, is ``context_noise_level[B]``).
 
     Returns float [B, C, H, W] in [-1, 1] (on the 256 uint8 levels). ``method`` is ``"euler"``
     (``num_steps`` network calls) or ``"heun"`` (``2 * num_steps - 1``).
@@ -65,7 +63,7 @@ def sample_next_frame(
 
     def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
         sigmas_b = torch.full((b,), sigma, device=x.device)
-        return denoiser.denoise(x, sigmas_b, context, actions, context_noise_level=context_noise_level, age=age)
+        return denoiser.denoise(x, sigmas_b, context, actions, context_noise_level=context_noise_level)
 
     for sigma, next_sigma in zip(sigmas[:-1], sigmas[1:], strict=True):
         denoised = denoise(x, sigma)

@@ -34,9 +34,7 @@ class ActionEmbedding(nn.Module):
 class DenoiserUNet(nn.Module):
     """``F_theta`` of EDM: ``(noisy[B, C, H, W], c_noise[B], context[B, K*C, H, W], actions[B, K])``
     -> ``[B, C, H, W]``, and with ``context_noise_levels`` the context's noise level (long [B];
-    ``None``: clean), with ``age_steps`` the step of its episode of the frame being denoised (long
-    [B], -1 where not known; ``None``: none known). Inputs are already scaled by the denoiser's
-    preconditioning."""
+    ``None``: clean). Inputs are already scaled by the denoiser's preconditioning."""
 
     def __init__(self, cfg: DiffusionConfig, img_channels: int, num_actions: int) -> None:
         super().__init__()
@@ -50,13 +48,6 @@ class DenoiserUNet(nn.Module):
         if cfg.context_noise_levels:
             self.context_noise_emb = nn.Embedding(cfg.context_noise_levels, cfg.cond_dim)
             nn.init.zeros_(self.context_noise_emb.weight)
-        # the step of the episode (``age_steps``): rows 0 to age_steps, then one for "not known";
-        # zero at first, for the same reason
-        self.age_steps = cfg.age_steps
-        self.age_emb = None
-        if cfg.age_steps:
-            self.age_emb = nn.Embedding(cfg.age_steps + 2, cfg.cond_dim)
-            nn.init.zeros_(self.age_emb.weight)
         self.cond_mlp = nn.Sequential(
             nn.Linear(cfg.cond_dim, cfg.cond_dim), nn.SiLU(), nn.Linear(cfg.cond_dim, cfg.cond_dim)
         )
@@ -73,15 +64,8 @@ class DenoiserUNet(nn.Module):
         context: torch.Tensor,
         actions: torch.Tensor,
         context_noise_level: torch.Tensor | None = None,
-        age: torch.Tensor | None = None,
     ) -> torch.Tensor:
         cond = self.noise_emb(c_noise) + self.action_emb(actions)
-        if self.age_emb is not None:
-            unknown = self.age_steps + 1
-            if age is None:
-                cond = cond + self.age_emb.weight[unknown]
-            else:
-                cond = cond + self.age_emb(torch.where(age < 0, unknown, age.clamp(max=self.age_steps)))
         if self.context_noise_emb is not None and context_noise_level is None:  # a clean context: level 0
             cond = cond + self.context_noise_emb.weight[0]
         elif self.context_noise_emb is not None:

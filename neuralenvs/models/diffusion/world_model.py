@@ -35,7 +35,6 @@ class DiffusionState:
     actions: torch.Tensor  # long [B, K - 1]: actions[:, i] was taken at frames[:, i]
     h: torch.Tensor  # [B, rew_lstm_dim + rew_end_lstm_dim]: reward/termination LSTM memory
     c: torch.Tensor  # [B, rew_lstm_dim + rew_end_lstm_dim]
-    age: torch.Tensor  # long [B]: the step of its episode of the newest frame, -1 where not known
 
     @property
     def batch_size(self) -> int:
@@ -73,25 +72,16 @@ class DiffusionWorldModel(WorldModel):
     # ---- dreaming -----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def init_state(
-        self, frames: torch.Tensor, actions: torch.Tensor, ages: torch.Tensor | None = None
-    ) -> DiffusionState:
-        """Start dreams from real context: keep the frames and actions (and ``ages``, the step of
-        its episode of each newest frame, -1 or ``None``: not known), and burn the
+    def init_state(self, frames: torch.Tensor, actions: torch.Tensor) -> DiffusionState:
+        """Start dreams from real context: keep the frames and actions, and burn the
         reward/termination memory in on the K - 1 context transitions."""
         frames, actions = self.check_context(frames, actions)
-        b = frames.shape[0]
-        if ages is None:
-            ages = torch.full((b,), -1, dtype=torch.long, device=self.device)
-        elif ages.shape != (b,):
-            raise ValueError(f"ages must have shape ({b},), one per dream, got {tuple(ages.shape)}")
-        ages = ages.to(self.device, torch.long)
         x = frames_to_float(frames).to(self.dtype)
         if self.context_frames > 1:
             _, _, (h, c) = self.reward_end(x[:, :-1], actions, x[:, 1:])
         else:
             h, c = self.reward_end.initial_memory(x.shape[0], x.device, x.dtype)
-        return DiffusionState(frames=x, actions=actions, h=h, c=c, age=ages)
+        return DiffusionState(frames=x, actions=actions, h=h, c=c)
 
     @torch.no_grad()
     def step(
@@ -109,8 +99,7 @@ class DiffusionWorldModel(WorldModel):
         actions = self.check_step_actions(actions, state.batch_size)
         cfg = self.config
         ctx_actions = torch.cat([state.actions, actions[:, None]], dim=1)  # taken at the K context frames
-        age = torch.where(state.age < 0, state.age, state.age + 1)
-        next_x = self._dream_frame(state.frames, ctx_actions, generator, age)
+        next_x = self._dream_frame(state.frames, ctx_actions, generator)
         frames = float_to_frames(next_x)
         if cfg.requantize_frames:
             next_x = frames_to_float(frames).to(next_x.dtype)
@@ -122,20 +111,14 @@ class DiffusionWorldModel(WorldModel):
             actions=ctx_actions[:, 1:],
             h=h,
             c=c,
-            age=age,
         )
         return StepResult(new_state, frames, reward, terminated)
 
     def _dream_frame(
-        self,
-        frames: torch.Tensor,
-        actions: torch.Tensor,
-        generator: torch.Generator | None = None,
-        age: torch.Tensor | None = None,
+        self, frames: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """The next frame after ``frames[B, K]`` under ``actions[B, K]`` (at step ``age[B]`` of its
-        episode, -1 or ``None``: not known), with the config's sampler settings: how the model
-        dreams, in a dream and in training on its own frames."""
+        """The next frame after ``frames[B, K]`` under ``actions[B, K]``, with the config's sampler
+        settings: how the model dreams, in a dream and in training on its own frames."""
         cfg = self.config
         context, level = frames, None
         if cfg.dream_context_noise_level:
@@ -145,7 +128,7 @@ class DiffusionWorldModel(WorldModel):
         next_x = sample_next_frame(
             self.denoiser, context, actions, num_steps=cfg.num_denoising_steps, method=cfg.sampler,
             sigma_min=cfg.sample_sigma_min, sigma_max=cfg.sample_sigma_max, rho=cfg.rho, generator=generator,
-            context_noise_level=level, age=age,
+            context_noise_level=level,
         )
         if cfg.drop_change_levels > 0:
             next_x = keep_still_pixels(next_x, frames[:, -1], cfg.drop_change_levels)
@@ -153,19 +136,14 @@ class DiffusionWorldModel(WorldModel):
 
     @torch.no_grad()
     def reset_where(
-        self,
-        state: DiffusionState,
-        mask: torch.Tensor,
-        frames: torch.Tensor,
-        actions: torch.Tensor,
-        ages: torch.Tensor | None = None,
+        self, state: DiffusionState, mask: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor
     ) -> DiffusionState:
         """Restart the masked dreams from new context; the others' tensors are copied, not
         recomputed (and the given ``state`` is not modified)."""
         mask = self.check_reset_mask(mask, state.batch_size, frames, actions)
         if not mask.any():
             return state
-        fresh = self.init_state(frames, actions, ages)
+        fresh = self.init_state(frames, actions)
         new = {}
         for f in fields(DiffusionState):
             t = getattr(state, f.name).clone()
@@ -212,14 +190,12 @@ class DiffusionWorldModel(WorldModel):
           keeps what the shared LSTM learned to remember, which a fresh one did not learn from short
           segments (docs/transfer_kungfumaster.md, section 14).
         - A context noise level embedding (``context_noise_levels``) starts at zero, so the model
-          told its context's noise level starts as the one that was not told; so does an episode
-          step embedding (``age_steps``).
+          told its context's noise level starts as the one that was not told.
         """
         defaults = self._end_path_from_shared(weights)
-        for emb, name in ((self.denoiser.net.context_noise_emb, "denoiser.net.context_noise_emb.weight"),
-                          (self.denoiser.net.age_emb, "denoiser.net.age_emb.weight")):
-            if emb is not None and name not in weights:
-                defaults[name] = torch.zeros_like(emb.weight)
+        noise_emb, name = self.denoiser.net.context_noise_emb, "denoiser.net.context_noise_emb.weight"
+        if noise_emb is not None and name not in weights:
+            defaults[name] = torch.zeros_like(noise_emb.weight)
         return defaults
 
     def _end_path_from_shared(self, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -272,9 +248,8 @@ class DiffusionWorldModel(WorldModel):
         rows = torch.arange(b, device=device)[:, None]
         ctx_pos = pos[..., None] + torch.arange(-k, 0, device=device)  # [B, n, K]
         context = frames[rows[..., None], ctx_pos]  # [B, n, K, C, H, W]
-        age = self._target_ages(batch, rows, pos)
         if self.config.dreamed_context_frames:
-            context = self._dream_context_ends(frames, actions, batch.mask, pos, context, age)
+            context = self._dream_context_ends(frames, actions, batch.mask, pos, context)
         cfg = self.config
         level = None
         if cfg.context_noise_levels:
@@ -290,38 +265,18 @@ class DiffusionWorldModel(WorldModel):
             target=frames[rows, pos].flatten(0, 1),
             weight=batch.mask[rows, pos].flatten(),
             context_noise_level=None if level is None else level.flatten(),
-            age=None if age is None else age.flatten(),
         )
         return {"loss": denoising + heads, "denoising": denoising.detach(), **logged}
 
-    def _target_ages(self, batch: Segments, rows: torch.Tensor, pos: torch.Tensor) -> torch.Tensor | None:
-        """With ``age_steps``, the step of its episode of each denoising target ``pos[B, n]``, with
-        ``age_unknown_fraction`` of them (and all, when the batch does not say) set to -1, not known."""
-        cfg = self.config
-        if not cfg.age_steps:
-            return None
-        if batch.steps is None:
-            return torch.full(pos.shape, -1, dtype=torch.long, device=pos.device)
-        age = batch.steps.to(pos.device)[rows, pos].long()
-        unknown = torch.rand(pos.shape, device=pos.device) < cfg.age_unknown_fraction
-        return torch.where(unknown | (age < 0), -1, age)
-
     @torch.no_grad()
     def _dream_context_ends(
-        self,
-        frames: torch.Tensor,
-        actions: torch.Tensor,
-        mask: torch.Tensor,
-        pos: torch.Tensor,
-        context: torch.Tensor,
-        age: torch.Tensor | None = None,
+        self, frames: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, context: torch.Tensor
     ) -> torch.Tensor:
         """``context[B, n, K]`` (the real frames before each target ``pos[B, n]``) with its last
         min(m, K) frames replaced by the model's own dream of the m frames before the target, m drawn
         uniformly from 0 to ``dreamed_context_frames`` per target. The dream starts from the real
-        frames before them and uses the real actions, as a dream would (told the steps of its
-        episode where the target's ``age[B, n]`` is known); m is cut so that only real frames are
-        dreamed in place of."""
+        frames before them and uses the real actions, as a dream would; m is cut so that only real
+        frames are dreamed in place of."""
         cfg, k = self.config, self.context_frames
         b, n = pos.shape
         rows = torch.arange(b, device=pos.device)[:, None].expand(b, n)
@@ -339,8 +294,7 @@ class DiffusionWorldModel(WorldModel):
             first = pos[bi, ni] - m  # the first frame to dream
             x = frames[bi[:, None], first[:, None] + window]  # [S, K, C, H, W]
             for j in range(m):
-                frame_age = None if age is None else torch.where(age[bi, ni] < 0, -1, age[bi, ni] - m + j)
-                dreamed = self._dream_frame(x, actions[bi[:, None], first[:, None] + j + window], age=frame_age)
+                dreamed = self._dream_frame(x, actions[bi[:, None], first[:, None] + j + window])
                 x = torch.cat([x[:, 1:], dreamed[:, None].to(x.dtype)], dim=1)
             context[bi, ni] = x
         return context

@@ -149,10 +149,9 @@ class GenieWorldModel(FrameTokens, WorldModel):
     # ---- dreaming -----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def init_state(self, frames: torch.Tensor, actions: torch.Tensor, ages: torch.Tensor | None = None) -> GenieState:
+    def init_state(self, frames: torch.Tensor, actions: torch.Tensor) -> GenieState:
         """Start dreams from K real frames: their tokens, and the latent actions between them read
-        by the LAM (``actions`` are validated but not used: see the module docstring; nor are
-        ``ages``: this family is not told its step)."""
+        by the LAM (``actions`` are validated but not used: see the module docstring)."""
         frames, _ = self.check_context(frames, actions)
         b, k = frames.shape[:2]
         w1 = self.window - 1
@@ -220,19 +219,14 @@ class GenieWorldModel(FrameTokens, WorldModel):
 
     @torch.no_grad()
     def reset_where(
-        self,
-        state: GenieState,
-        mask: torch.Tensor,
-        frames: torch.Tensor,
-        actions: torch.Tensor,
-        ages: torch.Tensor | None = None,
+        self, state: GenieState, mask: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor
     ) -> GenieState:
         """Restart the masked dreams from new context; the others' windows are copied as they are
         (the given ``state`` is not modified)."""
         mask = self.check_reset_mask(mask, state.batch_size, frames, actions)
         if not mask.any():
             return state
-        fresh = self.init_state(frames, actions, ages)
+        fresh = self.init_state(frames, actions)
         new = state.clone()
         new.tokens[mask], new.latents[mask], new.valid[mask] = fresh.tokens, fresh.latents, fresh.valid
         if new.last_frame is not None:

@@ -149,10 +149,9 @@ class TokenWorldModel(FrameTokens, WorldModel):
         return TokenState(window, acts, num_frames, cache, last_frame)
 
     @torch.no_grad()
-    def init_state(self, frames: torch.Tensor, actions: torch.Tensor, ages: torch.Tensor | None = None) -> TokenState:
+    def init_state(self, frames: torch.Tensor, actions: torch.Tensor) -> TokenState:
         """Start dreams from real context: tokenize the K frames and cache the transformer's keys and
-        values over them and their K - 1 actions (``ages`` is not used: this family is not told its
-        step)."""
+        values over them and their K - 1 actions."""
         frames, actions = self.check_context(frames, actions)
         return self.state_from_tokens(self.encode(frames), actions, frames[:, -1].clone())
 
@@ -212,19 +211,14 @@ class TokenWorldModel(FrameTokens, WorldModel):
 
     @torch.no_grad()
     def reset_where(
-        self,
-        state: TokenState,
-        mask: torch.Tensor,
-        frames: torch.Tensor,
-        actions: torch.Tensor,
-        ages: torch.Tensor | None = None,
+        self, state: TokenState, mask: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor
     ) -> TokenState:
         """Restart the masked dreams from new context; the others' windows and cache rows are copied,
         not recomputed (and the given ``state`` is not modified)."""
         mask = self.check_reset_mask(mask, state.batch_size, frames, actions)
         if not mask.any():
             return state
-        fresh = self.init_state(frames, actions, ages)
+        fresh = self.init_state(frames, actions)
         new = state.clone()
         new.tokens[mask] = fresh.tokens
         new.actions[mask] = fresh.actions
