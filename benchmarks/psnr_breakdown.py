@@ -19,7 +19,8 @@ The same windows as ``neuralenvs fidelity --held-out N --windows W`` with N ever
   and the band's share of the difference between them summed over the bands.
 
 Once per ``--data``: the step of each episode at which its screen first changes (quartiles), i.e.
-how long a life's start stands still.
+how long a life's start stands still; with ``--life-starts N``, the same for each dream, dreamed N
+steps from every episode's first frames under its recorded actions (NOOP after it ends).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from neuralenvs.data import EpisodeDataset
 from neuralenvs.data.episodes import freeze_onset
 from neuralenvs.envs.dream import dreaming
 from neuralenvs.measure.fidelity import PSNR_CAP, _stderr, _windows
+from neuralenvs.measure.horizon import long_rollouts
 from neuralenvs.registry import load_world_model
 
 BAND_ROWS = 8
@@ -79,6 +81,28 @@ def first_change(frames: np.ndarray) -> int | None:
     return int(np.argmax(changed)) if changed.any() else None
 
 
+def dreamed_first_changes(model, data: EpisodeDataset, steps: int) -> list[int | None]:
+    """For every episode longer than the context, :func:`first_change` of its first K frames followed
+    by ``steps`` frames dreamed from them under its recorded actions (NOOP after it ends)."""
+    k = model.context_frames
+    episodes = [ep for ep in map(data.episode, range(data.num_episodes)) if len(ep.frames) > k]
+    context = np.stack([ep.frames[:k] for ep in episodes])
+    actions = np.zeros((len(episodes), steps), np.int64)
+    for i, ep in enumerate(episodes):
+        recorded = ep.actions[k - 1 : k - 1 + steps]
+        actions[i, : len(recorded)] = recorded
+    context_actions = np.stack([ep.actions[: k - 1] for ep in episodes]).astype(np.int64)
+    kept = long_rollouts(model, context, context_actions, actions, range(1, steps + 1))
+    dreamed = np.stack([kept[s] for s in range(1, steps + 1)], axis=1)
+    return [first_change(np.concatenate([context[i], dreamed[i]])) for i in range(len(episodes))]
+
+
+def change_quartiles(firsts: list[int | None]) -> list[float] | None:
+    """Min, quartiles and max of the steps that are not ``None``."""
+    found = [t for t in firsts if t is not None]
+    return np.percentile(found, [0, 25, 50, 75, 100]).tolist() if found else None
+
+
 def psnr_db(mse: np.ndarray) -> np.ndarray:
     return np.minimum(10 * np.log10(255.0**2 / np.maximum(mse, 1e-12)), PSNR_CAP)
 
@@ -122,22 +146,29 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=512)
     parser.add_argument("--still-db", type=float, default=10.0,
                         help="a window is still where repeat-last is within this of the PSNR cap")
+    parser.add_argument("--life-starts", type=int, default=0, metavar="N",
+                        help="also dream N steps from every episode's start: when does it first change the screen?")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="JSON file to write")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = EpisodeDataset(args.data)
-    firsts = [first_change(data.episode(e).frames) for e in range(data.num_episodes)]
-    firsts = [t for t in firsts if t is not None]
-    first_change_quartiles = np.percentile(firsts, [0, 25, 50, 75, 100]).tolist() if firsts else None
+    first_change_quartiles = change_quartiles([first_change(data.episode(e).frames) for e in range(data.num_episodes)])
     print(f"{args.data}: the step at which an episode's screen first changes, min / quartiles / max over "
-          f"{len(firsts)} episodes: {first_change_quartiles}")
-    results = {}
+          f"{data.num_episodes} episodes: {first_change_quartiles}")
+    results, life_starts = {}, {}
     for dream in args.dreams:
         model = load_world_model(dream, device="cpu")
         with dreaming(model, "fp32"):
             rows = window_errors(model, data, tuple(args.steps), args.windows)
+            dreamed = dreamed_first_changes(model, data, args.life_starts) if args.life_starts else None
         results[dream] = {str(s): breakdown(r, args.still_db) for s, r in rows.items()}
+        if dreamed is not None:
+            life_starts[dream] = {"first_change_step": change_quartiles(dreamed), "steps": args.life_starts,
+                                  "never_changed": dreamed.count(None), "episodes": len(dreamed)}
+            print(f"{dream}, dreamed {args.life_starts} steps from each episode's start: the screen first changes "
+                  f"at step {change_quartiles(dreamed)} (min / quartiles / max); in {dreamed.count(None)} of "
+                  f"{len(dreamed)} it never does")
         for s, b in results[dream].items():
             mean_mse = b["psnr_of_mean_mse"]
             print(f"{dream} step {s}, {b['windows']} windows: PSNR gain over repeat-last "
@@ -157,7 +188,7 @@ def main() -> None:
     if args.out:
         write_json(args.out, {"data": args.data, "windows": args.windows, "band_rows": BAND_ROWS,
                               "still_db": args.still_db, "first_change_step": first_change_quartiles,
-                              "dreams": results})
+                              "dreams": results, "dreamed_from_life_starts": life_starts})
 
 
 if __name__ == "__main__":

@@ -3,11 +3,16 @@ moving windows, and of its squared error into bands, on errors whose answers are
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+import torch
 from benchmark_scripts import load_benchmark
 
+from neuralenvs.data import Episode, EpisodeDataset
 from neuralenvs.measure.fidelity import PSNR_CAP
+from neuralenvs.models.diffusion import DiffusionConfig, DiffusionWorldModel
 
 
 def _script():
@@ -56,3 +61,24 @@ def test_first_change_finds_where_a_still_start_ends():
     assert _script().first_change(frames) == 3
     frames[1:] += 7
     assert _script().first_change(frames) == 0
+
+
+
+def test_a_dream_from_each_life_start_says_when_it_first_changes_the_screen(tmp_path, single_torch_thread):
+    """A residual denoiser that outputs nothing, with the shipped dreams' cut of small changes,
+    dreams its last frame exactly: a still start carries on, and the first change found is the
+    context's own where the context has one."""
+    still = DiffusionWorldModel(
+        dataclasses.replace(DiffusionConfig.named("tiny"), predict_residual=True, sigma_data=0.1, drop_change_levels=8),
+        (8, 8, 3), 4,
+    )
+    for p in still.denoiser.parameters():
+        torch.nn.init.zeros_(p)
+    data = EpisodeDataset(tmp_path / "d", obs_shape=(8, 8, 3), num_actions=4)
+    for change_at in (0, 30):  # frames[change_at + 1] is the first that differs from the one before
+        frames = np.zeros((40, 8, 8, 3), np.uint8)
+        frames[change_at + 1 :] = 90
+        data.append(Episode(frames=frames, actions=np.zeros(39, np.int64), rewards=np.zeros(39, np.float32),
+                            terminated=np.eye(39, dtype=bool)[-1], truncated=np.zeros(39, bool)))
+    assert _script().dreamed_first_changes(still, data, steps=10) == [0, None]
+    assert _script().change_quartiles([None, 3, 5]) == [3, 3.5, 4, 4.5, 5]
