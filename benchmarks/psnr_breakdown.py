@@ -164,11 +164,11 @@ def main() -> None:
             dreamed = dreamed_first_changes(model, data, args.life_starts) if args.life_starts else None
         results[dream] = {str(s): breakdown(r, args.still_db) for s, r in rows.items()}
         if dreamed is not None:
-            life_starts[dream] = {"first_change_step": change_quartiles(dreamed), "steps": args.life_starts,
-                                  "never_changed": dreamed.count(None), "episodes": len(dreamed)}
+            found = life_starts[dream] = {"first_change_step": change_quartiles(dreamed), "steps": args.life_starts,
+                                          "never_changed": dreamed.count(None), "episodes": len(dreamed)}
             print(f"{dream}, dreamed {args.life_starts} steps from each episode's start: the screen first changes "
-                  f"at step {change_quartiles(dreamed)} (min / quartiles / max); in {dreamed.count(None)} of "
-                  f"{len(dreamed)} it never does")
+                  f"at step {found['first_change_step']} (min / quartiles / max); in {found['never_changed']} of "
+                  f"{found['episodes']} it never does")
         for s, b in results[dream].items():
             mean_mse = b["psnr_of_mean_mse"]
             print(f"{dream} step {s}, {b['windows']} windows: PSNR gain over repeat-last "

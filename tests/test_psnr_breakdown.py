@@ -63,7 +63,6 @@ def test_first_change_finds_where_a_still_start_ends():
     assert _script().first_change(frames) == 0
 
 
-
 def test_a_dream_from_each_life_start_says_when_it_first_changes_the_screen(tmp_path, single_torch_thread):
     """A residual denoiser that outputs nothing, with the shipped dreams' cut of small changes,
     dreams its last frame exactly: a still start carries on, and the first change found is the
