@@ -73,7 +73,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         freeze_end_delay=args.freeze_end_delay,
         init_from=args.init_from, reinit=tuple(args.reinit), freeze=tuple(args.freeze),
         stages=tuple(args.stages),
-        labelled_data=args.labelled, labelled_steps=args.labelled_steps,
+        labelled_data=args.labelled, labelled_steps=args.labelled_steps, teacher=args.teacher,
     )
     path = train_world_model(config, device=args.device)
     print(f"checkpoint written to {path}")
@@ -264,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", default=None, help="a checkpoint of the same family to fine-tune")
     p.add_argument("--reinit", nargs="*", default=[], help="with --init-from: submodules to start fresh (reward_end)")
     p.add_argument("--freeze", nargs="*", default=[], help="submodules whose weights stay as they are (denoiser)")
+    p.add_argument("--teacher", default=None, metavar="CHECKPOINT",
+                   help="learn to dream as this checkpoint does (distillation; diffusion, one sampler step): "
+                   "a smaller --config, with --init-from the teacher --reinit denoiser --freeze reward_end")
     p.add_argument("--stages", nargs="*", default=[],
                    help="with --init-from: train only these of the family's stages (token: tokenizer, transformer)")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when present)")

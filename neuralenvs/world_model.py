@@ -127,6 +127,14 @@ class WorldModel(nn.Module, abc.ABC):
         """The family's losses on a batch of real segments. Key ``"loss"`` is what is minimised;
         other keys are logged."""
 
+    def distillation_losses(self, batch: Segments, teacher: WorldModel) -> dict[str, torch.Tensor]:
+        """Losses that teach this model to dream as ``teacher`` (a trained model of the same family,
+        often a larger one) does, on contexts drawn from a batch of real segments. Key ``"loss"`` is
+        what is minimised. Families that cannot learn from a teacher keep this default."""
+        raise NotImplementedError(
+            f"the {self.family} family cannot be distilled from a teacher: train it on data without --teacher"
+        )
+
     def training_stages(self) -> list[str]:
         """Names of consecutive training stages (e.g. tokenizer then transformer). The trainer
         calls ``set_training_stage`` before each; single-stage families keep the default."""

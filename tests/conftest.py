@@ -1,4 +1,5 @@
-"""Shared fixtures: every environment test runs on each world-model family in FAMILY_FACTORIES.
+"""Shared fixtures: every environment test runs on each world-model family in FAMILY_FACTORIES;
+the training tests share a small episode dataset of moving squares (``dataset_path``).
 
 Adding a family to these tests is one entry: a name and a function that builds a small untrained
 model with obs shape (64, 64, 3) (the smallest NatureCNN, SB3's CnnPolicy, accepts is 36 x 36).
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from neuralenvs.data import Episode, EpisodeDataset
 from neuralenvs.envs.starts import StartBank
 from neuralenvs.models import FAMILIES, build_model
 from neuralenvs.world_model import WorldModel
@@ -70,3 +72,27 @@ def start_bank(world_model: WorldModel) -> StartBank:
 @pytest.fixture
 def probe(world_model: WorldModel) -> ProbeModel:
     return ProbeModel(world_model)
+
+
+@pytest.fixture(scope="session")
+def dataset_path(tmp_path_factory):
+    """A small dataset of moving squares: enough structure for losses to fall."""
+    path = tmp_path_factory.mktemp("data") / "squares"
+    ds = EpisodeDataset(path, obs_shape=(16, 16, 3), num_actions=3, action_meanings=["NOOP", "LEFT", "RIGHT"],
+                        source="synthetic:squares")
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        t = 30
+        actions = rng.integers(0, 3, t)
+        x = 8
+        frames = np.zeros((t + 1, 16, 16, 3), np.uint8)
+        rewards = np.zeros(t, np.float32)
+        for i in range(t + 1):
+            frames[i, 6:10, x - 2 : x + 2] = 255
+            if i < t:
+                x = int(np.clip(x + (actions[i] == 2) - (actions[i] == 1), 2, 14))
+                rewards[i] = 1.0 if x == 14 else 0.0
+        terminated = np.zeros(t, bool)
+        terminated[-1] = True
+        ds.append(Episode(frames, actions, rewards, terminated, np.zeros(t, bool)))
+    return path

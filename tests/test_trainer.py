@@ -18,30 +18,6 @@ from neuralenvs.models.diffusion import DiffusionConfig
 from neuralenvs.training import TrainConfig, Trainer
 
 
-@pytest.fixture(scope="module")
-def dataset_path(tmp_path_factory):
-    """A small dataset of moving squares: enough structure for losses to fall."""
-    path = tmp_path_factory.mktemp("data") / "squares"
-    ds = EpisodeDataset(path, obs_shape=(16, 16, 3), num_actions=3, action_meanings=["NOOP", "LEFT", "RIGHT"],
-                        source="synthetic:squares")
-    rng = np.random.default_rng(0)
-    for _ in range(6):
-        t = 30
-        actions = rng.integers(0, 3, t)
-        x = 8
-        frames = np.zeros((t + 1, 16, 16, 3), np.uint8)
-        rewards = np.zeros(t, np.float32)
-        for i in range(t + 1):
-            frames[i, 6:10, x - 2 : x + 2] = 255
-            if i < t:
-                x = int(np.clip(x + (actions[i] == 2) - (actions[i] == 1), 2, 14))
-                rewards[i] = 1.0 if x == 14 else 0.0
-        terminated = np.zeros(t, bool)
-        terminated[-1] = True
-        ds.append(Episode(frames, actions, rewards, terminated, np.zeros(t, bool)))
-    return path
-
-
 def config(dataset_path, out, steps, **kw):
     return TrainConfig(family="diffusion", model_config="tiny", data=str(dataset_path), out=str(out),
                        steps=steps, batch_size=4, held_out_episodes=1, start_bank_size=16, **kw)

@@ -72,6 +72,9 @@ class TrainConfig:
     # action-labelled dataset instead of ``data``: its first ``labelled_steps`` transitions only
     labelled_data: str | None = None
     labelled_steps: int = 5000
+    # a checkpoint whose dreams this model learns to copy (``WorldModel.distillation_losses``)
+    # instead of learning the data's next frames: a smaller, faster model of the same family
+    teacher: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -115,6 +118,7 @@ class Trainer:
         self._check_stages()
         if config.init_from is not None:
             self._init_weights(config.init_from)
+        self.teacher = self._load_teacher(config.teacher)
         self._resume()
 
     def _labelled_data(self) -> tuple[EpisodeDataset | None, int | None]:
@@ -218,6 +222,27 @@ class Trainer:
                 f"{unexpected[:3]}, wrong shape {wrong[:3]}): fine-tune with the checkpoint's own config"
             )
         self.model.load_state_dict({n: w.to(own[n].dtype) for n, w in weights.items()}, strict=False)
+
+    def _load_teacher(self, path: str | None) -> WorldModel | None:
+        """The frozen model to distill from, checked to dream the same game's frames and actions."""
+        if path is None:
+            return None
+        from neuralenvs.checkpoint import build_world_model, load_checkpoint
+
+        checkpoint = load_checkpoint(path)
+        if checkpoint.family != self.config.family:
+            raise ValueError(
+                f"--teacher {path} is a {checkpoint.family} model: distill a {self.config.family} model from one "
+                "of its own family"
+            )
+        teacher = build_world_model(checkpoint, device=self.device).eval().requires_grad_(False)
+        if (teacher.obs_shape, teacher.num_actions) != (self.model.obs_shape, self.model.num_actions):
+            raise ValueError(
+                f"--teacher {path} dreams frames of {teacher.obs_shape} under {teacher.num_actions} actions, "
+                f"this model {self.model.obs_shape} under {self.model.num_actions}: distill on the teacher's own "
+                "game's data"
+            )
+        return teacher
 
     # -- run folder ------------------------------------------------------------------------------
     def _check_run_matches(self) -> None:
@@ -393,7 +418,10 @@ class Trainer:
         """One optimizer step on a batch of ``stage``'s data (see :meth:`_stage_data`)."""
         batch = self._sample(self.rng, stage).to(self.device)
         with self._autocast():
-            losses = self.model.training_losses(batch)
+            if self.teacher is None:
+                losses = self.model.training_losses(batch)
+            else:
+                losses = self.model.distillation_losses(batch, self.teacher)
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
@@ -464,6 +492,7 @@ class Trainer:
             "reward_fraction": self.config.reward_fraction,
             "end_fraction": self.config.end_fraction,
             "init_from": self.config.init_from,
+            "teacher": self.config.teacher,
             "hardware": describe_hardware(),
             "wall_clock_seconds": round(self.wall_seconds, 1),
         }

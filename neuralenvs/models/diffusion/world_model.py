@@ -215,20 +215,12 @@ class DiffusionWorldModel(WorldModel):
         """Denoising loss on ``config.denoising_targets`` frames per segment plus the
         reward/termination losses over the whole segment.
 
-        Needs segments of at least K transitions (``config.segment_length``). Denoising targets are
-        drawn at random among positions ``t >= K`` whose frame is real; each is predicted from frames
-        ``t-K .. t-1`` (zeros where before the episode start) and the actions taken at them. The
-        reward/termination model runs its LSTM from zero memory over every transition of the segment
-        and is scored where both frames are real.
+        The denoising windows are :meth:`_denoising_windows`'s. The reward/termination model runs its
+        LSTM from zero memory over every transition of the segment and is scored where both frames
+        are real.
         """
-        k = self.context_frames
-        b, seq_len = batch.actions.shape
-        if seq_len < k:
-            raise ValueError(f"segments need at least {k} transitions (config.segment_length), got {seq_len}")
-        device = batch.frames.device
         frames = frames_to_float(batch.frames).to(self.dtype)  # [B, L+1, C, H, W]
         actions = batch.actions.long()
-
         rew_end = self.reward_end.losses(
             frames, actions, batch.rewards, batch.terminated, batch.mask,
             balance_rewards=self.config.rew_balance_classes, balance_ends=self.config.rew_balance_ends,
@@ -238,35 +230,92 @@ class DiffusionWorldModel(WorldModel):
         if not any(p.requires_grad for p in self.denoiser.parameters()):
             # a frozen denoiser (training heads only) learns nothing from its loss, which is most
             # of a step's cost
-            return {"loss": heads, "denoising": torch.zeros((), device=device), **logged}
+            return {"loss": heads, "denoising": torch.zeros((), device=frames.device), **logged}
 
-        # pick targets: real frames first (mask + U(0,1) scores), then at random
-        n = min(self.config.denoising_targets, seq_len - k + 1)
-        real = batch.mask[:, k:]
-        scores = real.float() + torch.rand(real.shape, device=device)
-        pos = scores.topk(n, dim=1).indices + k  # [B, n]
-        rows = torch.arange(b, device=device)[:, None]
-        ctx_pos = pos[..., None] + torch.arange(-k, 0, device=device)  # [B, n, K]
-        context = frames[rows[..., None], ctx_pos]  # [B, n, K, C, H, W]
-        if self.config.dreamed_context_frames:
-            context = self._dream_context_ends(frames, actions, batch.mask, pos, context)
+        context, ctx_actions, target, weight = self._denoising_windows(frames, actions, batch.mask)
         cfg = self.config
         level = None
         if cfg.context_noise_levels:
-            level = torch.randint(0, cfg.context_noise_levels, (b, n), device=device)
-            std = cfg.context_noise_std(level.float())[..., None, None, None, None]
+            level = torch.randint(0, cfg.context_noise_levels, (context.shape[0],), device=context.device)
+            std = cfg.context_noise_std(level.float())[:, None, None, None, None]
         elif cfg.context_noise_max > 0:
-            std = torch.rand(b, n, 1, 1, 1, 1, device=device) * cfg.context_noise_max
+            std = torch.rand(context.shape[0], 1, 1, 1, 1, device=context.device) * cfg.context_noise_max
         if cfg.context_noise_max > 0:
             context = (context + std * torch.randn_like(context)).clamp(-1, 1).to(context.dtype)
         denoising = self.denoiser.loss(
-            context=context.flatten(0, 1),
-            actions=actions[rows[..., None], ctx_pos].flatten(0, 1),
-            target=frames[rows, pos].flatten(0, 1),
-            weight=batch.mask[rows, pos].flatten(),
-            context_noise_level=None if level is None else level.flatten(),
+            context=context, actions=ctx_actions, target=target, weight=weight, context_noise_level=level
         )
         return {"loss": denoising + heads, "denoising": denoising.detach(), **logged}
+
+    def distillation_losses(self, batch: Segments, teacher: WorldModel) -> dict[str, torch.Tensor]:
+        """Teach this denoiser to dream the frame ``teacher``'s one-step sampler dreams, from the
+        same starting noise and context, where the context is what a dream would give (its last
+        frames dreamed by this model, as ``dreamed_context_frames`` says): the teacher labels the
+        contexts the student meets, as in DAgger. A plain regression onto the teacher's denoised
+        estimate, which a one-step sampler returns; the reward and end model are not trained here
+        (start them from the teacher: ``init_from`` with ``reinit=("denoiser",)``)."""
+        if not isinstance(teacher, DiffusionWorldModel):
+            raise ValueError(f"a diffusion model learns from a diffusion teacher, not a {teacher.family} one")
+        cfg, tcfg = self.config, teacher.config
+        if tcfg.num_denoising_steps != 1 or cfg.num_denoising_steps != 1:
+            raise ValueError(
+                "distillation copies a one-step sampler: resample the teacher and student configs with "
+                "num_denoising_steps=1"
+            )
+        if tcfg.sample_sigma_max != cfg.sample_sigma_max:
+            raise ValueError(
+                f"the student dreams from noise of std {cfg.sample_sigma_max}, the teacher {tcfg.sample_sigma_max}: "
+                "give the student the teacher's sample_sigma_max"
+            )
+        if tcfg.predict_residual != cfg.predict_residual:
+            raise ValueError("the teacher and the student must both predict the change (predict_residual) or both not")
+        if tcfg.dream_context_noise_level or cfg.dream_context_noise_level:
+            raise ValueError("distillation copies a dream from a clean context: set dream_context_noise_level=0")
+        frames = frames_to_float(batch.frames).to(self.dtype)
+        context, ctx_actions, _, weight = self._denoising_windows(frames, batch.actions.long(), batch.mask)
+        sigma = torch.full((context.shape[0],), cfg.sample_sigma_max, device=context.device)
+        noisy = torch.randn(context[:, -1].shape, device=context.device, dtype=context.dtype) * cfg.sample_sigma_max
+        with torch.no_grad():  # the teacher's estimate of the change, clamped to a frame as it dreams it
+            target = teacher.denoiser.denoise(noisy, sigma, context.to(teacher.dtype), ctx_actions, quantize=False)
+        out, pc = self.denoiser(noisy, sigma, context, ctx_actions)
+        f_target = (target.float() - pc.c_skip[:, None, None, None] * noisy.float()) / pc.c_out[:, None, None, None]
+        per_sample = (out.float() - f_target).pow(2).flatten(1).mean(dim=1)
+        weight = weight.float()
+        loss = (per_sample * weight).sum() / weight.sum().clamp(min=1.0)
+        return {"loss": loss, "distillation": loss.detach()}
+
+    def _denoising_windows(
+        self, frames: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``config.denoising_targets`` windows per segment of ``frames[B, L+1]`` (float): the
+        contexts ``[N, K, C, H, W]`` (their last frames dreamed, with ``dreamed_context_frames``),
+        the actions taken at them ``[N, K]``, the frames that followed ``[N, C, H, W]`` and whether
+        each is real ``[N]``.
+
+        Needs segments of at least K transitions (``config.segment_length``). Targets are drawn at
+        random among positions ``t >= K`` whose frame is real; each is predicted from frames
+        ``t-K .. t-1`` (zeros where before the episode start) and the actions taken at them.
+        """
+        k = self.context_frames
+        b, seq_len = actions.shape
+        if seq_len < k:
+            raise ValueError(f"segments need at least {k} transitions (config.segment_length), got {seq_len}")
+        # pick targets: real frames first (mask + U(0,1) scores), then at random
+        n = min(self.config.denoising_targets, seq_len - k + 1)
+        real = mask[:, k:]
+        scores = real.float() + torch.rand(real.shape, device=frames.device)
+        pos = scores.topk(n, dim=1).indices + k  # [B, n]
+        rows = torch.arange(b, device=frames.device)[:, None]
+        ctx_pos = pos[..., None] + torch.arange(-k, 0, device=frames.device)  # [B, n, K]
+        context = frames[rows[..., None], ctx_pos]  # [B, n, K, C, H, W]
+        if self.config.dreamed_context_frames:
+            context = self._dream_context_ends(frames, actions, mask, pos, context)
+        return (
+            context.flatten(0, 1),
+            actions[rows[..., None], ctx_pos].flatten(0, 1),
+            frames[rows, pos].flatten(0, 1),
+            mask[rows, pos].flatten(),
+        )
 
     @torch.no_grad()
     def _dream_context_ends(
