@@ -141,6 +141,19 @@ class Denoiser(nn.Module):
         offset = self.cfg.sigma_offset_noise * torch.randn(b, c, 1, 1, device=target.device)
         noisy = target + offset + _bcast(sigma) * torch.randn_like(target)
         out, pc = self(noisy.to(target.dtype), sigma, context, actions, context_noise_level)
+        return self.regression_loss(out, pc, noisy, target, weight)
+
+    @staticmethod
+    def regression_loss(
+        out: torch.Tensor,
+        pc: Preconditioning,
+        noisy: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean squared error between the network output ``out`` and the output with which ``D``
+        would return ``target`` (the diffused quantity) from ``noisy``; ``weight[B]`` (e.g. a
+        padding mask) weights the per-sample losses."""
         f_target = (target - _bcast(pc.c_skip) * noisy) / _bcast(pc.c_out)
         per_sample = (out.float() - f_target.float()).pow(2).flatten(1).mean(dim=1)
         if weight is None:

@@ -278,10 +278,7 @@ class DiffusionWorldModel(WorldModel):
         with torch.no_grad():  # the teacher's estimate of the change, clamped to a frame as it dreams it
             target = teacher.denoiser.denoise(noisy, sigma, context.to(teacher.dtype), ctx_actions, quantize=False)
         out, pc = self.denoiser(noisy, sigma, context, ctx_actions)
-        f_target = (target.float() - pc.c_skip[:, None, None, None] * noisy.float()) / pc.c_out[:, None, None, None]
-        per_sample = (out.float() - f_target).pow(2).flatten(1).mean(dim=1)
-        weight = weight.float()
-        loss = (per_sample * weight).sum() / weight.sum().clamp(min=1.0)
+        loss = self.denoiser.regression_loss(out, pc, noisy.float(), target.float(), weight)
         return {"loss": loss, "distillation": loss.detach()}
 
     def _denoising_windows(
