@@ -85,3 +85,23 @@ def test_distillation_refuses_what_it_cannot_copy(dataset_path, teacher, tmp_pat
         token.distillation_losses(batch, token)
     with pytest.raises(ValueError, match="from a diffusion teacher"):
         diffusion.distillation_losses(batch, token)
+
+
+def test_real_frames_weigh_in_beside_the_teacher(dataset_path, teacher, tmp_path):
+    def losses(weight: float) -> dict[str, torch.Tensor]:
+        student = Trainer(config(dataset_path, tmp_path / f"w{weight}", steps=1, init_from=teacher,
+                                 model_config={**ONE_STEP, "distill_real_weight": weight}, reinit=("denoiser",),
+                                 teacher=teacher, seed=0), device="cpu")
+        rng = np.random.default_rng(7)
+        torch.manual_seed(7)
+        with torch.no_grad():
+            return student.model.distillation_losses(student._sample(rng), student.teacher)
+
+    alone, mixed = losses(0.0), losses(0.5)
+    assert "denoising" not in alone
+    # the same windows, noise and teacher labels: the teacher's part is unchanged by the weight
+    torch.testing.assert_close(mixed["distillation"], alone["loss"])
+    assert mixed["denoising"] > 0
+    torch.testing.assert_close(mixed["loss"], mixed["distillation"] + 0.5 * mixed["denoising"])
+    with pytest.raises(ValueError, match="distill_real_weight"):
+        DiffusionConfig(distill_real_weight=-1.0)

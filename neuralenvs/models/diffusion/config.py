@@ -104,6 +104,11 @@ class DiffusionConfig:
     # with context_noise_levels: the level a dream's context gets (noise of that std added to it,
     # and the denoiser told so) before every dreamed frame; 0 dreams from the clean context
     dream_context_noise_level: int = 0
+    # distillation only (``DiffusionWorldModel.distillation_losses``): the weight of the real frames'
+    # denoising loss beside the teacher's. Copying the teacher alone leaves a student behind it at one
+    # step; real frames alone teach a one-step dream the mean of what may come, a still stage that
+    # never brings a fighter on (docs/speed.md)
+    distill_real_weight: float = 0.0
     rew_loss_weight: float = 1.0
     # every reward class weighs the same in the reward loss (best with the trainer's reward_fraction,
     # so the rare classes are in the batches at all); the trainer then corrects the dream-time
@@ -132,6 +137,8 @@ class DiffusionConfig:
             raise ValueError("denoising_targets must be between 1 and segment_length - num_context_frames + 1")
         if self.drop_change_levels < 0:
             raise ValueError(f"drop_change_levels must be >= 0, got {self.drop_change_levels}")
+        if self.distill_real_weight < 0:
+            raise ValueError(f"distill_real_weight must be >= 0, got {self.distill_real_weight}")
         if self.context_noise_max < 0:
             raise ValueError(f"context_noise_max must be >= 0, got {self.context_noise_max}")
         if self.context_noise_levels == 1 or self.context_noise_levels < 0:

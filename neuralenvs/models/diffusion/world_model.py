@@ -232,7 +232,14 @@ class DiffusionWorldModel(WorldModel):
             # of a step's cost
             return {"loss": heads, "denoising": torch.zeros((), device=frames.device), **logged}
 
-        context, ctx_actions, target, weight = self._denoising_windows(frames, actions, batch.mask)
+        denoising = self._real_denoising_loss(*self._denoising_windows(frames, actions, batch.mask))
+        return {"loss": denoising + heads, "denoising": denoising.detach(), **logged}
+
+    def _real_denoising_loss(
+        self, context: torch.Tensor, ctx_actions: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
+        """The denoising loss on the real frames that followed :meth:`_denoising_windows`'s contexts,
+        with the config's context noise added to them."""
         cfg = self.config
         level = None
         if cfg.context_noise_levels:
@@ -242,10 +249,9 @@ class DiffusionWorldModel(WorldModel):
             std = torch.rand(context.shape[0], 1, 1, 1, 1, device=context.device) * cfg.context_noise_max
         if cfg.context_noise_max > 0:
             context = (context + std * torch.randn_like(context)).clamp(-1, 1).to(context.dtype)
-        denoising = self.denoiser.loss(
+        return self.denoiser.loss(
             context=context, actions=ctx_actions, target=target, weight=weight, context_noise_level=level
         )
-        return {"loss": denoising + heads, "denoising": denoising.detach(), **logged}
 
     def distillation_losses(self, batch: Segments, teacher: WorldModel) -> dict[str, torch.Tensor]:
         """Teach this denoiser to dream the frame ``teacher``'s one-step sampler dreams, from the
@@ -272,14 +278,21 @@ class DiffusionWorldModel(WorldModel):
         if tcfg.dream_context_noise_level or cfg.dream_context_noise_level:
             raise ValueError("distillation copies a dream from a clean context: set dream_context_noise_level=0")
         frames = frames_to_float(batch.frames).to(self.dtype)
-        context, ctx_actions, _, weight = self._denoising_windows(frames, batch.actions.long(), batch.mask)
+        context, ctx_actions, real, weight = self._denoising_windows(frames, batch.actions.long(), batch.mask)
         sigma = torch.full((context.shape[0],), cfg.sample_sigma_max, device=context.device)
         noisy = torch.randn(context[:, -1].shape, device=context.device, dtype=context.dtype) * cfg.sample_sigma_max
         with torch.no_grad():  # the teacher's estimate of the change, clamped to a frame as it dreams it
             target = teacher.denoiser.denoise(noisy, sigma, context.to(teacher.dtype), ctx_actions, quantize=False)
         out, pc = self.denoiser(noisy, sigma, context, ctx_actions)
-        loss = self.denoiser.regression_loss(out, pc, noisy.float(), target.float(), weight)
-        return {"loss": loss, "distillation": loss.detach()}
+        distillation = self.denoiser.regression_loss(out, pc, noisy.float(), target.float(), weight)
+        if not cfg.distill_real_weight:
+            return {"loss": distillation, "distillation": distillation.detach()}
+        denoising = self._real_denoising_loss(context, ctx_actions, real, weight)
+        return {
+            "loss": distillation + cfg.distill_real_weight * denoising,
+            "distillation": distillation.detach(),
+            "denoising": denoising.detach(),
+        }
 
     def _denoising_windows(
         self, frames: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor
