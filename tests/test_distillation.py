@@ -29,6 +29,18 @@ def teacher(dataset_path, tmp_path_factory):
     return str(trainer.export(fidelity=False, progress=False))
 
 
+NOISY = {**ONE_STEP, "context_noise_max": 0.2, "context_noise_levels": 3}
+
+
+@pytest.fixture(scope="module")
+def noisy_teacher(dataset_path, tmp_path_factory):
+    """As ``teacher``, trained with noisy contexts and told their level."""
+    trainer = Trainer(config(dataset_path, tmp_path_factory.mktemp("noisy"), steps=30, model_config=NOISY),
+                      device="cpu")
+    trainer.train(progress=False)
+    return str(trainer.export(fidelity=False, progress=False))
+
+
 def distillation_loss(trainer: Trainer, batches: int = 4) -> float:
     """The student's mean distillation loss on the same seeded batches every call."""
     rng = np.random.default_rng(7)
@@ -105,3 +117,33 @@ def test_real_frames_weigh_in_beside_the_teacher(dataset_path, teacher, tmp_path
     torch.testing.assert_close(mixed["loss"], mixed["distillation"] + 0.5 * mixed["denoising"])
     with pytest.raises(ValueError, match="distill_real_weight"):
         DiffusionConfig(distill_real_weight=-1.0)
+
+
+def test_both_models_see_the_same_noisy_context(dataset_path, noisy_teacher, tmp_path):
+    def seen(noisy_context: bool) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """The (context, level) the teacher's and the student's denoisers are called with."""
+        cfg = {**NOISY, "distill_noisy_context": noisy_context}
+        student = Trainer(config(dataset_path, tmp_path / str(noisy_context), steps=1, model_config=cfg,
+                                 init_from=noisy_teacher, reinit=("denoiser",), teacher=noisy_teacher), device="cpu")
+        calls = {}
+        for name, model in (("teacher", student.teacher), ("student", student.model)):
+            def keep(_, args, name=name) -> None:  # the last call: a student first dreams its context ends
+                calls[name] = args[2:5:2]
+            model.denoiser.register_forward_pre_hook(keep)
+        distillation_loss(student, batches=1)
+        return calls["teacher"], calls["student"]
+
+    (clean, no_level), _ = seen(False)
+    (teacher_context, level), (student_context, student_level) = seen(True)
+    assert no_level is None and level is not None and level.max() > 0
+    torch.testing.assert_close(student_context, teacher_context, rtol=0, atol=0)
+    torch.testing.assert_close(student_level, level, rtol=0, atol=0)
+    # the same windows, noisy where the level is above 0
+    noise = (teacher_context - clean).flatten(1).abs().amax(1)
+    assert (noise[level > 0] > 0.05).all() and (noise[level == 0] == 0).all()
+    # noise levels the teacher was not trained on are refused
+    other = {**NOISY, "distill_noisy_context": True, "context_noise_levels": 5}
+    student = Trainer(config(dataset_path, tmp_path / "other", steps=1, model_config=other, init_from=noisy_teacher,
+                             reinit=("denoiser",), teacher=noisy_teacher), device="cpu")
+    with pytest.raises(ValueError, match="give the student the teacher's context_noise_max"):
+        student.train(progress=False)

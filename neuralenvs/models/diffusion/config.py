@@ -109,6 +109,9 @@ class DiffusionConfig:
     # step; real frames alone teach a one-step dream the mean of what may come, a still stage that
     # never brings a fighter on (docs/speed.md)
     distill_real_weight: float = 0.0
+    # distillation only: both models see each context with the training noise above added (and are
+    # told its level), so the student learns how the teacher takes a dream's small errors back out
+    distill_noisy_context: bool = False
     rew_loss_weight: float = 1.0
     # every reward class weighs the same in the reward loss (best with the trainer's reward_fraction,
     # so the rare classes are in the batches at all); the trainer then corrects the dream-time

@@ -240,6 +240,14 @@ class DiffusionWorldModel(WorldModel):
     ) -> torch.Tensor:
         """The denoising loss on the real frames that followed :meth:`_denoising_windows`'s contexts,
         with the config's context noise added to them."""
+        context, level = self._noisy_context(context)
+        return self.denoiser.loss(
+            context=context, actions=ctx_actions, target=target, weight=weight, context_noise_level=level
+        )
+
+    def _noisy_context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``context`` with the config's training noise added (``context_noise_max``) and the level
+        drawn for each window (with ``context_noise_levels``; else ``None``)."""
         cfg = self.config
         level = None
         if cfg.context_noise_levels:
@@ -249,9 +257,7 @@ class DiffusionWorldModel(WorldModel):
             std = torch.rand(context.shape[0], 1, 1, 1, 1, device=context.device) * cfg.context_noise_max
         if cfg.context_noise_max > 0:
             context = (context + std * torch.randn_like(context)).clamp(-1, 1).to(context.dtype)
-        return self.denoiser.loss(
-            context=context, actions=ctx_actions, target=target, weight=weight, context_noise_level=level
-        )
+        return context, level
 
     def distillation_losses(self, batch: Segments, teacher: WorldModel) -> dict[str, torch.Tensor]:
         """Teach this denoiser to dream the frame ``teacher``'s one-step sampler dreams, from the
@@ -277,13 +283,23 @@ class DiffusionWorldModel(WorldModel):
             raise ValueError("the teacher and the student must both predict the change (predict_residual) or both not")
         if tcfg.dream_context_noise_level or cfg.dream_context_noise_level:
             raise ValueError("distillation copies a dream from a clean context: set dream_context_noise_level=0")
+        noise_settings = ("context_noise_max", "context_noise_levels")
+        if cfg.distill_noisy_context and any(getattr(cfg, f) != getattr(tcfg, f) for f in noise_settings):
+            raise ValueError(
+                "distill_noisy_context shows both models the same noisy context and level: give the student "
+                f"the teacher's context_noise_max and context_noise_levels ({tcfg.context_noise_max}, "
+                f"{tcfg.context_noise_levels})"
+            )
         frames = frames_to_float(batch.frames).to(self.dtype)
         context, ctx_actions, real, weight = self._denoising_windows(frames, batch.actions.long(), batch.mask)
+        seen, level = self._noisy_context(context) if cfg.distill_noisy_context else (context, None)
         sigma = torch.full((context.shape[0],), cfg.sample_sigma_max, device=context.device)
         noisy = torch.randn(context[:, -1].shape, device=context.device, dtype=context.dtype) * cfg.sample_sigma_max
         with torch.no_grad():  # the teacher's estimate of the change, clamped to a frame as it dreams it
-            target = teacher.denoiser.denoise(noisy, sigma, context.to(teacher.dtype), ctx_actions, quantize=False)
-        out, pc = self.denoiser(noisy, sigma, context, ctx_actions)
+            target = teacher.denoiser.denoise(
+                noisy, sigma, seen.to(teacher.dtype), ctx_actions, quantize=False, context_noise_level=level
+            )
+        out, pc = self.denoiser(noisy, sigma, seen, ctx_actions, level)
         distillation = self.denoiser.regression_loss(out, pc, noisy.float(), target.float(), weight)
         if not cfg.distill_real_weight:
             return {"loss": distillation, "distillation": distillation.detach()}
