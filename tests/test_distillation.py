@@ -41,14 +41,17 @@ def noisy_teacher(dataset_path, tmp_path_factory):
     return str(trainer.export(fidelity=False, progress=False))
 
 
-def distillation_loss(trainer: Trainer, batches: int = 4) -> float:
-    """The student's mean distillation loss on the same seeded batches every call."""
+def seeded_losses(trainer: Trainer, batches: int = 1) -> list[dict[str, torch.Tensor]]:
+    """The student's distillation losses on the same seeded batches every call."""
     rng = np.random.default_rng(7)
     torch.manual_seed(7)
     with torch.no_grad():
-        losses = [trainer.model.distillation_losses(trainer._sample(rng), trainer.teacher)["loss"]
-                  for _ in range(batches)]
-    return float(torch.stack(losses).mean())
+        return [trainer.model.distillation_losses(trainer._sample(rng), trainer.teacher) for _ in range(batches)]
+
+
+def distillation_loss(trainer: Trainer, batches: int = 4) -> float:
+    """The student's mean distillation loss on the same seeded batches every call."""
+    return float(torch.stack([losses["loss"] for losses in seeded_losses(trainer, batches)]).mean())
 
 
 def test_a_student_with_the_teachers_weights_has_almost_nothing_to_learn(dataset_path, teacher, tmp_path):
@@ -104,10 +107,7 @@ def test_real_frames_weigh_in_beside_the_teacher(dataset_path, teacher, tmp_path
         student = Trainer(config(dataset_path, tmp_path / f"w{weight}", steps=1, init_from=teacher,
                                  model_config={**ONE_STEP, "distill_real_weight": weight}, reinit=("denoiser",),
                                  teacher=teacher, seed=0), device="cpu")
-        rng = np.random.default_rng(7)
-        torch.manual_seed(7)
-        with torch.no_grad():
-            return student.model.distillation_losses(student._sample(rng), student.teacher)
+        return seeded_losses(student)[0]
 
     alone, mixed = losses(0.0), losses(0.5)
     assert "denoising" not in alone
@@ -130,7 +130,7 @@ def test_both_models_see_the_same_noisy_context(dataset_path, noisy_teacher, tmp
             def keep(_, args, name=name) -> None:  # the last call: a student first dreams its context ends
                 calls[name] = args[2:5:2]
             model.denoiser.register_forward_pre_hook(keep)
-        distillation_loss(student, batches=1)
+        seeded_losses(student)
         return calls["teacher"], calls["student"]
 
     (clean, no_level), _ = seen(False)
