@@ -315,8 +315,9 @@ class DiffusionWorldModel(WorldModel):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``config.denoising_targets`` windows per segment of ``frames[B, L+1]`` (float): the
         contexts ``[N, K, C, H, W]`` (their last frames dreamed, with ``dreamed_context_frames``),
-        the actions taken at them ``[N, K]``, the frames that followed ``[N, C, H, W]`` and whether
-        each is real ``[N]``.
+        the actions taken at them ``[N, K]``, the frames that followed ``[N, C, H, W]`` and each
+        one's loss weight ``[N]``: 0 where padded, ``config.still_target_weight`` where the real frame
+        repeats the one before it, else 1.
 
         Needs segments of at least K transitions (``config.segment_length``). Targets are drawn at
         random among positions ``t >= K`` whose frame is real; each is predicted from frames
@@ -336,11 +337,16 @@ class DiffusionWorldModel(WorldModel):
         context = frames[rows[..., None], ctx_pos]  # [B, n, K, C, H, W]
         if self.config.dreamed_context_frames:
             context = self._dream_context_ends(frames, actions, mask, pos, context)
+        target = frames[rows, pos]
+        weight = mask[rows, pos].float()
+        if self.config.still_target_weight != 1:
+            still = (target == frames[rows, pos - 1]).flatten(2).all(dim=2)
+            weight = weight * torch.where(still, self.config.still_target_weight, 1.0)
         return (
             context.flatten(0, 1),
             actions[rows[..., None], ctx_pos].flatten(0, 1),
-            frames[rows, pos].flatten(0, 1),
-            mask[rows, pos].flatten(),
+            target.flatten(0, 1),
+            weight.flatten(),
         )
 
     @torch.no_grad()
