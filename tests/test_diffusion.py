@@ -423,23 +423,6 @@ def test_dreamed_context_frames_must_fit_the_segment():
     DiffusionConfig(num_context_frames=4, segment_length=10, dreamed_context_frames=6)  # longer than K
 
 
-def test_still_targets_weigh_what_the_config_says():
-    cfg = DiffusionConfig.named("tiny")
-    n = cfg.segment_length - cfg.num_context_frames + 1  # every position a target
-    model = make_model(still_target_weight=3.0, denoising_targets=n)
-    batch = segments(8, model, seed=1)
-    frames = batch.frames.clone()
-    frames[:4] = frames[:4, :1]  # rows 0-3: one screen throughout
-    frames[2, -2, 0, 0, 0] ^= 1  # row 2: one pixel one level off in one frame, which is then undone
-    torch.manual_seed(0)
-    _, _, _, weight = model._denoising_windows(frames_to_float(frames), batch.actions, batch.mask)
-    weight = weight.reshape(8, n)
-    assert weight[[0, 1, 3]].eq(3.0).all() and weight[4:].eq(1.0).all()
-    assert sorted(weight[2].tolist()) == [1.0, 1.0] + [3.0] * (n - 2)  # the blip and its undoing
-    with pytest.raises(ValueError, match="still_target_weight"):
-        DiffusionConfig(still_target_weight=-1.0)
-
-
 def test_a_dream_longer_than_the_context_replaces_all_of_it_with_its_last_frames(monkeypatch):
     model = randomize(make_model(dreamed_context_frames=4, denoising_targets=1, segment_length=6))
     k, seq = model.context_frames, model.config.segment_length

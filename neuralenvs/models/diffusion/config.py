@@ -112,11 +112,6 @@ class DiffusionConfig:
     # distillation only: both models see each context with the training noise above added (and are
     # told its level), so the student learns how the teacher takes a dream's small errors back out
     distill_noisy_context: bool = False
-    # the denoising loss on a target whose real frame repeats the real frame before it, pixel for
-    # pixel (a still screen, as the first 63 to 70 steps of every KungFuMaster life), weighs this much
-    # against 1 for the rest: a dream that goes on from its own frames pays more for the faint shapes
-    # it draws on a still stage, which cost it most against the real game (docs/short_horizons.md)
-    still_target_weight: float = 1.0
     rew_loss_weight: float = 1.0
     # every reward class weighs the same in the reward loss (best with the trainer's reward_fraction,
     # so the rare classes are in the batches at all); the trainer then corrects the dream-time
@@ -147,8 +142,6 @@ class DiffusionConfig:
             raise ValueError(f"drop_change_levels must be >= 0, got {self.drop_change_levels}")
         if self.distill_real_weight < 0:
             raise ValueError(f"distill_real_weight must be >= 0, got {self.distill_real_weight}")
-        if self.still_target_weight < 0:
-            raise ValueError(f"still_target_weight must be >= 0, got {self.still_target_weight}")
         if self.context_noise_max < 0:
             raise ValueError(f"context_noise_max must be >= 0, got {self.context_noise_max}")
         if self.context_noise_levels == 1 or self.context_noise_levels < 0:

@@ -315,9 +315,8 @@ class DiffusionWorldModel(WorldModel):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``config.denoising_targets`` windows per segment of ``frames[B, L+1]`` (float): the
         contexts ``[N, K, C, H, W]`` (their last frames dreamed, with ``dreamed_context_frames``),
-        the actions taken at them ``[N, K]``, the frames that followed ``[N, C, H, W]`` and each
-        one's loss weight ``[N]``: 0 where padded, ``config.still_target_weight`` where the real frame
-        repeats the one before it, else 1.
+        the actions taken at them ``[N, K]``, the frames that followed ``[N, C, H, W]`` and whether
+        each is real ``[N]``.
 
         Needs segments of at least K transitions (``config.segment_length``). Targets are drawn at
         random among positions ``t >= K`` whose frame is real; each is predicted from frames
@@ -337,16 +336,11 @@ class DiffusionWorldModel(WorldModel):
         context = frames[rows[..., None], ctx_pos]  # [B, n, K, C, H, W]
         if self.config.dreamed_context_frames:
             context = self._dream_context_ends(frames, actions, mask, pos, context)
-        target = frames[rows, pos]
-        weight = mask[rows, pos].float()
-        if self.config.still_target_weight != 1:
-            still = (target == frames[rows, pos - 1]).flatten(2).all(dim=2)
-            weight = weight * torch.where(still, self.config.still_target_weight, 1.0)
         return (
             context.flatten(0, 1),
             actions[rows[..., None], ctx_pos].flatten(0, 1),
-            target.flatten(0, 1),
-            weight.flatten(),
+            frames[rows, pos].flatten(0, 1),
+            mask[rows, pos].flatten(),
         )
 
     @torch.no_grad()
