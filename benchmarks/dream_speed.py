@@ -28,6 +28,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -64,44 +65,54 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _random_context(model, batch: int, device: torch.device, g: torch.Generator):
-    h, w, c = model.obs_shape
+def _context(model, batch: int, device: torch.device, g: torch.Generator, starts=None):
+    """Contexts to start ``batch`` dreams from: real ones drawn from ``starts`` (a checkpoint's
+    StartBank) where given, since a token dream's speed depends on what it dreams (it checks
+    guessed tokens, and most guesses of a real game's next frame come true); else random frames."""
     k = model.context_frames
+    if starts is not None:
+        frames, actions = starts.sample(batch, np.random.default_rng(g.initial_seed()))
+        frames, actions = frames[:, -k:], actions[:, actions.shape[1] - (k - 1) :]  # a bank's K may be larger
+        return torch.as_tensor(frames, device=device), torch.as_tensor(actions, device=device)
+    h, w, c = model.obs_shape
     frames = torch.randint(0, 256, (batch, k, h, w, c), dtype=torch.uint8, device=device, generator=g)
     actions = torch.randint(0, model.num_actions, (batch, k - 1), device=device, generator=g)
     return frames, actions
 
 
+def _random_actions(model, batch: int, device: torch.device, g: torch.Generator) -> torch.Tensor:
+    return torch.randint(0, model.num_actions, (batch,), device=device, generator=g)
+
+
 def flops_per_transition(model, device: torch.device, batch: int = 16, warm_steps: int = 16,
-                         counted_steps: int = 8) -> float:
+                         counted_steps: int = 8, starts=None) -> float:
     """FLOPs of the dream's step (world model and heads) per dreamed transition, averaged over
     ``counted_steps`` steps after ``warm_steps`` uncounted ones: a steady state, in which a
     family that recomputes its context now and then (the token family's sliding window) has done so
     as often as it does in a long dream."""
     g = torch.Generator(device=device).manual_seed(0)
-    state = model.init_state(*_random_context(model, batch, device, g))
-    actions = torch.randint(0, model.num_actions, (batch,), device=device, generator=g)
+    state = model.init_state(*_context(model, batch, device, g, starts))
     with torch.no_grad():
         for _ in range(warm_steps):
-            state = model.step(state, actions, g).state
+            state = model.step(state, _random_actions(model, batch, device, g), g).state
         with FlopCounterMode(display=False) as counter:
             for _ in range(counted_steps):
-                state = model.step(state, actions, g).state
+                state = model.step(state, _random_actions(model, batch, device, g), g).state
     return counter.get_total_flops() / (batch * counted_steps)
 
 
-def transitions_per_second(model, batch: int, device: torch.device, seconds: float, precision: str = "fp32") -> float:
-    """Dreamed transitions/s at ``batch``, timed for ``seconds`` after one untimed warm-up step,
-    under the same no-grad / autocast context a dream env steps in."""
+def transitions_per_second(model, batch: int, device: torch.device, seconds: float, precision: str = "fp32",
+                           starts=None) -> float:
+    """Dreamed transitions/s at ``batch`` under random actions, timed for ``seconds`` after one
+    untimed warm-up step, under the same no-grad / autocast context a dream env steps in."""
     g = torch.Generator(device=device).manual_seed(0)
     with dreaming(model, precision):
-        state = model.init_state(*_random_context(model, batch, device, g))
-        actions = torch.randint(0, model.num_actions, (batch,), device=device, generator=g)
-        state = model.step(state, actions, g).state  # warm-up
+        state = model.init_state(*_context(model, batch, device, g, starts))
+        state = model.step(state, _random_actions(model, batch, device, g), g).state  # warm-up
         _sync(device)
         steps, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds or steps < 3:
-            state = model.step(state, actions, g).state
+            state = model.step(state, _random_actions(model, batch, device, g), g).state
             steps += 1
         _sync(device)
     return batch * steps / (time.perf_counter() - t0)
@@ -197,18 +208,20 @@ def profile_loop(
 
 
 def _models(args: argparse.Namespace, device: torch.device):
-    """``(label, checkpoint or None, model)`` for each dream or untrained config asked for."""
+    """``(label, checkpoint or None, model, start bank or None)`` for each dream or untrained config
+    asked for."""
     from neuralenvs.models import build_model
-    from neuralenvs.registry import load_world_model, shipped_checkpoints
+    from neuralenvs.registry import load_world_model_and_starts, shipped_checkpoints
 
     if args.configs:
         for name in args.configs:
             torch.manual_seed(0)
             model = build_model(args.family, name, (64, 64, 3), args.num_actions)
-            yield f"{args.family}/{name} (untrained)", None, model.to(device).eval()
+            yield f"{args.family}/{name} (untrained)", None, model.to(device).eval(), None
         return
     for dream in args.dreams or sorted(shipped_checkpoints()):
-        yield dream, dream, load_world_model(dream, device=device).eval()
+        model, starts, _ = load_world_model_and_starts(dream, device=device)
+        yield dream, dream, model.eval(), starts
 
 
 def main() -> None:
@@ -242,12 +255,12 @@ def main() -> None:
           f"fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s, freed memory "
           f"{'reused' if reused else 'returned to the system'}")
     rows, loops = [], []
-    for label, checkpoint, model in _models(args, device):
-        flops = flops_per_transition(model, device)
+    for label, checkpoint, model, starts in _models(args, device):
+        flops = flops_per_transition(model, device, starts=starts)
         for precision in args.precision:
             peak = peaks[precision]
             for batch in args.batches:
-                tps = transitions_per_second(model, batch, device, args.seconds, precision)
+                tps = transitions_per_second(model, batch, device, args.seconds, precision, starts)
                 row = {"dream": label, "precision": precision, "batch": batch,
                        "parameters": sum(p.numel() for p in model.parameters()),
                        "transitions_per_second": tps, "flops_per_transition": flops,

@@ -307,6 +307,40 @@ def test_cached_dreaming_matches_the_full_sequence():
             assert torch.equal(model.gpt.head_obs(hidden[:, q]).argmax(-1), seq[:, q + 1]), q
 
 
+def test_speculative_decoding_dreams_what_the_token_loop_dreams():
+    """At temperature 0 a small batch guesses each frame as the last one and checks the guesses in
+    passes over the dreams still unsettled (``draft_max_batch``): the frames, tokens, heads and cache
+    are the one-token loop's, in fewer transformer calls."""
+    # seed 1: a random model whose dreams change 0 to 2 tokens a step, a different number per dream
+    model = make_model(seed=1, randomized=True, temperature=0.0, context_length=6, slide_frames=2)
+    frames, actions = context(5, model, seed=4)
+    steps = torch.randint(0, NUM_ACTIONS, (9, 5), generator=torch.Generator().manual_seed(1)).tolist()
+    results, calls = {}, {}
+    for draft_max_batch in (0, 8):
+        model.config = dataclasses.replace(model.config, draft_max_batch=draft_max_batch)
+        fed = calls[draft_max_batch] = []
+        feed = model.gpt.feed
+        model.gpt.feed = lambda seq, *args, _feed=feed, _fed=fed: _fed.append(len(seq)) or _feed(seq, *args)
+        try:
+            results[draft_max_batch] = run(model, model.init_state(frames, actions), steps, seed=0)
+        finally:
+            del model.gpt.feed
+    (loop_state, loop_out), (draft_state, draft_out) = results[0], results[8]
+    for (fa, ra, ta, tok_a), (fb, rb, tb, tok_b) in zip(loop_out, draft_out, strict=True):
+        assert torch.equal(tok_a, tok_b) and torch.equal(fa, fb)
+        assert torch.equal(ra, rb) and torch.equal(ta, tb)
+    assert torch.equal(loop_state.cache.lengths, draft_state.cache.lengths)
+    used = torch.arange(loop_state.cache.capacity) < loop_state.cache.lengths[:, None]  # [B, slots]
+    for name in ("k", "v"):
+        a, b = getattr(loop_state.cache, name), getattr(draft_state.cache, name)
+        torch.testing.assert_close(a.movedim(3, 2)[:, used], b.movedim(3, 2)[:, used], rtol=1e-5, atol=1e-5)
+    # the loop feeds every dream P times a step; the passes feed fewer times, and some feed only
+    # the dreams whose guesses failed (else the test would not reach the later passes)
+    assert calls[0] == [5] * len(steps) * model.tokens_per_frame
+    assert len(steps) < len(calls[8]) < len(calls[0]) / 2
+    assert any(rows < 5 for rows in calls[8])
+
+
 # ---- per-dream state ----------------------------------------------------------------------------
 
 

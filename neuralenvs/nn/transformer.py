@@ -108,15 +108,23 @@ class CausalSelfAttention(nn.Module):
         return self._out(y), k, v
 
     def forward_cached(
-        self, x: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor
+        self,
+        x: torch.Tensor,
+        cache_k: torch.Tensor,
+        cache_v: torch.Tensor,
+        slots: torch.Tensor,
+        mask: torch.Tensor,
+        rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """New tokens ``x[B, T, dim]`` whose keys/values go to ``slots[B, T]`` of this layer's cache
         ``[B, heads, capacity, head_dim]`` (written in place); ``mask[B, 1, T, capacity]`` says which
-        slots each query sees."""
+        slots each query sees. With ``rows`` (indices [B] into the cache's rows), x is for those rows."""
         q, k, v = self._qkv(x)
-        rows = torch.arange(x.shape[0], device=x.device)[:, None]
-        cache_k[rows, :, slots] = k.transpose(1, 2).to(cache_k.dtype)  # [B, T, heads, head_dim]
-        cache_v[rows, :, slots] = v.transpose(1, 2).to(cache_v.dtype)
+        index = torch.arange(x.shape[0], device=x.device) if rows is None else rows
+        cache_k[index[:, None], :, slots] = k.transpose(1, 2).to(cache_k.dtype)  # [B, T, heads, head_dim]
+        cache_v[index[:, None], :, slots] = v.transpose(1, 2).to(cache_v.dtype)
+        if rows is not None:
+            cache_k, cache_v = cache_k[rows], cache_v[rows]
         y = attention(q, cache_k, cache_v, mask)
         return self._out(y)
 
@@ -137,9 +145,15 @@ class TransformerBlock(nn.Module):
         return x + self.mlp(self.ln2(x)), k, v
 
     def forward_cached(
-        self, x: torch.Tensor, cache_k: torch.Tensor, cache_v: torch.Tensor, slots: torch.Tensor, mask: torch.Tensor
+        self,
+        x: torch.Tensor,
+        cache_k: torch.Tensor,
+        cache_v: torch.Tensor,
+        slots: torch.Tensor,
+        mask: torch.Tensor,
+        rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn.forward_cached(self.ln1(x), cache_k, cache_v, slots, mask)
+        x = x + self.attn.forward_cached(self.ln1(x), cache_k, cache_v, slots, mask, rows)
         return x + self.mlp(self.ln2(x))
 
 
@@ -192,22 +206,34 @@ class Transformer(nn.Module):
             vs.append(v)
         return self.ln_f(x), torch.stack(ks), torch.stack(vs)
 
-    def forward_cached(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def forward_cached(
+        self, x: torch.Tensor, cache: KVCache, slots: torch.Tensor | None = None, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Feed ``x[B, T, dim]``: row b's tokens take slots ``cache.lengths[b] + [0, T)`` and see the
         row's earlier slots and themselves (causally). Updates ``cache`` in place (its tensors and
-        lengths): clone it first to keep the old one."""
+        lengths): clone it first to keep the old one.
+
+        For a caller that feeds guesses and keeps only what proves right (speculative decoding):
+        ``slots[B, T]`` puts the tokens there instead (each query sees the slots up to its own) and
+        leaves ``cache.lengths`` for the caller to set; ``rows`` (indices [B]) feeds only those rows
+        of the cache, ``x`` and ``slots`` then being theirs."""
         b, t, _ = x.shape
-        if b != cache.batch_size:
+        if b != (cache.batch_size if rows is None else len(rows)):
             raise ValueError(f"{b} rows of tokens for a cache of {cache.batch_size} rows")
-        slots = cache.lengths[:, None] + torch.arange(t, device=x.device)  # [B, T]
+        advance = slots is None
+        if rows is not None and advance:
+            raise ValueError("feeding some rows of a cache needs their slots")
+        if slots is None:
+            slots = cache.lengths[:, None] + torch.arange(t, device=x.device)  # [B, T]
         if int(slots.max()) >= cache.capacity:
             raise ValueError(f"the cache is full: {cache.capacity} slots")
         mask = torch.arange(cache.capacity, device=x.device) <= slots[:, :, None]  # [B, T, capacity]
         mask = mask[:, None]
         x = self.drop(x)
         for layer, block in enumerate(self.blocks):
-            x = block.forward_cached(x, cache.k[layer], cache.v[layer], slots, mask)
-        cache.lengths += t
+            x = block.forward_cached(x, cache.k[layer], cache.v[layer], slots, mask, rows)
+        if advance:
+            cache.lengths += t
         return self.ln_f(x)
 
 

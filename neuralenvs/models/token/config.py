@@ -26,7 +26,7 @@ class TokenConfig:
     """
 
     # how a trained model dreams, not what it learned: `neuralenvs resample` may change these
-    DREAM_TIME_FIELDS: ClassVar[tuple[str, ...]] = ("slide_frames", "temperature")
+    DREAM_TIME_FIELDS: ClassVar[tuple[str, ...]] = ("slide_frames", "temperature", "draft_max_batch")
 
     # ---- tokenizer: a VQ autoencoder, frame -> (H / f) x (W / f) tokens, f = patch * 2^(levels - 1)
     vocab_size: int = 512  # codebook entries
@@ -58,6 +58,11 @@ class TokenConfig:
     embed_dim: int = 256
     dropout: float = 0.1
     temperature: float = 1.0  # sampling temperature of the frame tokens; 0 takes the most likely
+    # at temperature 0, batches of at most this many dreams guess a frame's tokens as the last
+    # frame's and check the guesses in one pass (speculative decoding, the same tokens in fewer
+    # passes: TokenWorldModel._greedy_frame); 0: never. On a 2-core CPU it pays at small batches
+    # (about 2x at 1) and no more from about 16 dreams on (docs/speed.md)
+    draft_max_batch: int = 8
 
     # ---- training (read by the trainer; see ``TokenWorldModel.training_losses``)
     segment_length: int = 19  # transitions per segment: context_length frames

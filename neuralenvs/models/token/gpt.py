@@ -100,8 +100,15 @@ class WorldModelGPT(nn.Module):
         _, k, v = self.transformer.prefill(self.embed(seq, positions))
         return k, v
 
-    def feed(self, seq: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def feed(
+        self, seq: torch.Tensor, cache: KVCache, slots: torch.Tensor | None = None, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Feed ``seq[B, T]`` after each row's cached tokens (updating ``cache`` in place) and return
-        the outputs ``[B, T, dim]``."""
-        positions = cache.lengths[:, None] + torch.arange(seq.shape[1], device=seq.device)
-        return self.transformer.forward_cached(self.embed(seq, positions), cache)
+        the outputs ``[B, T, dim]``; with ``slots[B, T]``, at those window positions instead, and with
+        ``rows``, to those rows of the cache only, leaving the cache's lengths to the caller
+        (:meth:`Transformer.forward_cached`)."""
+        if slots is None:
+            positions = cache.lengths[:, None] + torch.arange(seq.shape[1], device=seq.device)
+        else:
+            positions = slots
+        return self.transformer.forward_cached(self.embed(seq, positions), cache, slots, rows)

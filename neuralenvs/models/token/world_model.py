@@ -8,7 +8,8 @@ its window except the newest frame's last one, i.e. ``(n - 1) * (P + 1) + P - 1`
 (P = tokens per frame). One ``step`` then feeds, for every dream at once, ``[last token, action]``
 (2 tokens: the action's output gives reward, termination and the first new token), then the P - 1
 sampled tokens one at a time, and decodes the P new tokens into a frame: P transformer calls, one
-decoder call.
+decoder call. At temperature 0 a small batch takes the same tokens in fewer calls, by guessing that
+the new frame repeats the last and checking the guesses (``TokenWorldModel._greedy_frame``).
 
 Restarts and the sliding window are per dream:
 
@@ -190,15 +191,20 @@ class TokenWorldModel(FrameTokens, WorldModel):
         n = new.num_frames.clone()
         new.actions[rows, n - 1] = actions
 
-        first = torch.stack([new.tokens[rows, n - 1, p - 1], actions], dim=1)
-        out = self.gpt.feed(first, new.cache)[:, -1]  # the action token's output
-        rew_logits, end_logits = self.gpt.head_reward(out), self.gpt.head_end(out)
-        next_tokens = torch.empty(new.batch_size, p, dtype=torch.long, device=actions.device)
-        for i in range(p):
-            token = self._sample_tokens(self.gpt.head_obs(out), generator)
-            next_tokens[:, i] = token
-            if i < p - 1:
-                out = self.gpt.feed(token[:, None], new.cache)[:, -1]
+        last_frame_tokens = new.tokens[rows, n - 1]
+        if self.config.temperature == 0 and new.batch_size <= self.config.draft_max_batch:
+            next_tokens, out = self._greedy_frame(new.cache, last_frame_tokens, actions)
+            rew_logits, end_logits = self.gpt.head_reward(out), self.gpt.head_end(out)
+        else:
+            first = torch.stack([last_frame_tokens[:, p - 1], actions], dim=1)
+            out = self.gpt.feed(first, new.cache)[:, -1]  # the action token's output
+            rew_logits, end_logits = self.gpt.head_reward(out), self.gpt.head_end(out)
+            next_tokens = torch.empty(new.batch_size, p, dtype=torch.long, device=actions.device)
+            for i in range(p):
+                token = self._sample_tokens(self.gpt.head_obs(out), generator)
+                next_tokens[:, i] = token
+                if i < p - 1:
+                    out = self.gpt.feed(token[:, None], new.cache)[:, -1]
         new.tokens[rows, n] = next_tokens
         new.num_frames = n + 1
 
@@ -208,6 +214,61 @@ class TokenWorldModel(FrameTokens, WorldModel):
         reward = class_to_reward(choose_classes(rew_logits, sample_heads, generator))
         terminated = choose_classes(end_logits, sample_heads, generator).bool()
         return StepResult(new, frames, reward, terminated)
+
+    def _greedy_frame(
+        self, cache: KVCache, draft: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The most likely next frame's tokens ``[B, P]`` after the last frame's tokens ``draft[B, P]``
+        and ``actions[B]``, and the action token's output ``[B, dim]`` (for the reward and end
+        heads); ``cache`` is advanced as the one-token-at-a-time loop of :meth:`step` advances it.
+
+        Speculative decoding, with the last frame as the guess: most tokens of a frame repeat the
+        frame before's (Boxing's dreams change 2.4 of 16 a step), so a pass feeds every token still
+        unsettled as its guess, and keeps, per dream, the predictions up to and including the first
+        that differs from its guess: each of those was predicted from the tokens that really come
+        before it. A pass settles at least one token of each dream it feeds, and the next feeds only
+        the dreams left, so a frame takes at most one pass more than its dream has changed tokens,
+        where the loop takes P. The tokens are the loop's (each is the argmax over the same context,
+        up to the rounding of a wider matrix product); a pass costs more than a one-token call, which
+        is why large batches keep the loop (``draft_max_batch``)."""
+        b, p = draft.shape
+        device = draft.device
+        offsets = torch.arange(p + 1, device=device)
+        base = cache.lengths.clone()
+        last_slot = cache.capacity - 1
+        # the known tokens, then the guesses for the rest, then P spare columns that passes past a
+        # row's end read and write, so that no index is clamped onto a real token
+        frame = torch.cat([draft, draft], dim=1)
+        known = torch.zeros(b, dtype=torch.long, device=device)
+        rows = torch.arange(b, device=device)  # the dreams whose frame is not settled yet
+        # first pass: [last token, action, guesses 0 .. P - 2]; output i + 1 predicts token i
+        seq = torch.cat([draft[:, -1:], actions[:, None], draft[:, :-1]], dim=1)
+        out = self.gpt.feed(seq, cache, base[:, None] + offsets)
+        action_out, pred_out = out[:, 1], out[:, 1:]
+        for _ in range(p):
+            # pred_out[m, j] predicts token known + j of dream rows[m], from its guesses before it
+            t = pred_out.shape[1]
+            pred = self.gpt.head_obs(pred_out).float().argmax(dim=-1)  # [M, t]
+            at = known[rows, None] + offsets[:t]
+            guess = frame[rows[:, None], at]
+            agree = guess == pred
+            # predictions kept: up to and including the first that differs from its guess
+            kept = (agree.long().cumprod(dim=1).sum(dim=1) + 1).minimum(p - known[rows])
+            frame[rows[:, None], at] = torch.where(offsets[:t] < kept[:, None], pred, guess)
+            known[rows] += kept
+            # cached: the last token, the action and the first known - 1 tokens of the new frame
+            cache.lengths[rows] = base[rows] + 1 + known[rows]
+            rows = rows[known[rows] < p]
+            if len(rows) == 0:
+                return frame[:, :p], action_out
+            # next pass, for the unsettled dreams only: the newest known token, then the guesses
+            # after it; a dream with fewer tokens left fills the pass with guesses whose outputs are
+            # not read, their keys going to slots past its length that are rewritten before read
+            t = p - int(known[rows].min())
+            at = (known[rows] - 1)[:, None] + offsets[:t]
+            slots = (cache.lengths[rows, None] + offsets[:t]).clamp(max=last_slot)
+            pred_out = self.gpt.feed(frame[rows[:, None], at], cache, slots, rows)
+        raise RuntimeError("a pass settled no token: speculative decoding is broken")
 
     @torch.no_grad()
     def reset_where(
