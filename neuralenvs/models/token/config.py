@@ -60,9 +60,9 @@ class TokenConfig:
     temperature: float = 1.0  # sampling temperature of the frame tokens; 0 takes the most likely
     # at temperature 0, batches of at most this many dreams guess a frame's tokens as the last
     # frame's and check the guesses in one pass (speculative decoding, the same tokens in fewer
-    # passes: TokenWorldModel._greedy_frame); 0: never. On a 2-core CPU it pays at small batches
-    # (about 2x at 1) and no more from about 16 dreams on (docs/speed.md)
-    draft_max_batch: int = 8
+    # passes: TokenWorldModel._greedy_frame); 0: never. On a 2-core CPU it pays up to 16 dreams
+    # (about 3x at 1, 1.3x at 16) and no more from 32 on (docs/speed.md)
+    draft_max_batch: int = 16
 
     # ---- training (read by the trainer; see ``TokenWorldModel.training_losses``)
     segment_length: int = 19  # transitions per segment: context_length frames
