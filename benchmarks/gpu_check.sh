@@ -2,7 +2,10 @@
 # The GPU path in one go, at most about 5 minutes on one CUDA GPU:
 #   1. the tests that need CUDA (tests/test_cuda.py; skipped on a machine without one),
 #   2. dreamed transitions/s at batch 256, 1,024 and 4,096 in bf16 for every shipped dream (every
-#      family), beside fp32 and bf16 matmul peaks timed in the same run.
+#      family), beside fp32 and bf16 matmul peaks timed in the same run,
+#   3. the Boxing token dream at those batches again with speculative decoding on at every batch
+#      size (on a CPU it pays only up to 16 dreams, docs/speed.md; on a GPU, whose calls are
+#      launch-bound, it may pay at any size: compare with step 2's token rows).
 # Writes everything under one folder (default benchmarks/results/gpu; first argument to change it).
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
@@ -25,4 +28,9 @@ python -m pytest -q -p no:cacheprovider tests/test_cuda.py -o addopts="" 2>&1 | 
 
 timeout 240 python benchmarks/dream_speed.py --device cuda --precision bf16 --batches 256 1024 4096 \
     --seconds 3 --loop-steps 0 --out "$out/dream_speed_cuda_bf16.json" 2>&1 | tee "$out/dream_speed.log"
+python -c "from neuralenvs.cli import main; main()" resample --checkpoint checkpoints/boxing-token \
+    --out "$out/boxing-token-draft" --set draft_max_batch=4096
+timeout 45 python benchmarks/dream_speed.py --device cuda --precision bf16 --batches 256 1024 4096 \
+    --dreams "$out/boxing-token-draft" --seconds 3 --loop-steps 0 --out "$out/dream_speed_cuda_bf16_token_draft.json" \
+    2>&1 | tee "$out/dream_speed_token_draft.log"
 echo "gpu_check.sh: results in $out"
