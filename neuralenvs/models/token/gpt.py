@@ -107,8 +107,5 @@ class WorldModelGPT(nn.Module):
         the outputs ``[B, T, dim]``; with ``slots[B, T]``, at those window positions instead, and with
         ``rows``, to those rows of the cache only, leaving the cache's lengths to the caller
         (:meth:`Transformer.forward_cached`)."""
-        if slots is None:
-            positions = cache.lengths[:, None] + torch.arange(seq.shape[1], device=seq.device)
-        else:
-            positions = slots
+        positions = cache.lengths[:, None] + torch.arange(seq.shape[1], device=seq.device) if slots is None else slots
         return self.transformer.forward_cached(self.embed(seq, positions), cache, slots, rows)

@@ -184,7 +184,6 @@ class TokenWorldModel(FrameTokens, WorldModel):
         ``state`` is not modified: the new state is a copy.
         """
         actions = self.check_step_actions(actions, state.batch_size)
-        p = self.tokens_per_frame
         new = state.clone()
         self._slide(new)
         rows = torch.arange(new.batch_size, device=actions.device)
@@ -193,18 +192,10 @@ class TokenWorldModel(FrameTokens, WorldModel):
 
         last_frame_tokens = new.tokens[rows, n - 1]
         if self.config.temperature == 0 and new.batch_size <= self.config.draft_max_batch:
-            next_tokens, out = self._greedy_frame(new.cache, last_frame_tokens, actions)
-            rew_logits, end_logits = self.gpt.head_reward(out), self.gpt.head_end(out)
+            next_tokens, action_out = self._greedy_frame(new.cache, last_frame_tokens, actions)
         else:
-            first = torch.stack([last_frame_tokens[:, p - 1], actions], dim=1)
-            out = self.gpt.feed(first, new.cache)[:, -1]  # the action token's output
-            rew_logits, end_logits = self.gpt.head_reward(out), self.gpt.head_end(out)
-            next_tokens = torch.empty(new.batch_size, p, dtype=torch.long, device=actions.device)
-            for i in range(p):
-                token = self._sample_tokens(self.gpt.head_obs(out), generator)
-                next_tokens[:, i] = token
-                if i < p - 1:
-                    out = self.gpt.feed(token[:, None], new.cache)[:, -1]
+            next_tokens, action_out = self._sampled_frame(new.cache, last_frame_tokens, actions, generator)
+        rew_logits, end_logits = self.gpt.head_reward(action_out), self.gpt.head_end(action_out)
         new.tokens[rows, n] = next_tokens
         new.num_frames = n + 1
 
@@ -215,12 +206,29 @@ class TokenWorldModel(FrameTokens, WorldModel):
         terminated = choose_classes(end_logits, sample_heads, generator).bool()
         return StepResult(new, frames, reward, terminated)
 
+    def _sampled_frame(
+        self, cache: KVCache, last_tokens: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next frame's tokens ``[B, P]`` after the last frame's tokens ``last_tokens[B, P]`` and
+        ``actions[B]``, sampled one at a time at the config's temperature, and the action token's
+        output ``[B, dim]`` (for the reward and end heads); ``cache`` is advanced over them, all but
+        the new frame's last token."""
+        p = self.tokens_per_frame
+        first = torch.stack([last_tokens[:, p - 1], actions], dim=1)
+        action_out = out = self.gpt.feed(first, cache)[:, -1]
+        next_tokens = torch.empty(last_tokens.shape[0], p, dtype=torch.long, device=actions.device)
+        for i in range(p):
+            token = self._sample_tokens(self.gpt.head_obs(out), generator)
+            next_tokens[:, i] = token
+            if i < p - 1:
+                out = self.gpt.feed(token[:, None], cache)[:, -1]
+        return next_tokens, action_out
+
     def _greedy_frame(
         self, cache: KVCache, draft: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The most likely next frame's tokens ``[B, P]`` after the last frame's tokens ``draft[B, P]``
-        and ``actions[B]``, and the action token's output ``[B, dim]`` (for the reward and end
-        heads); ``cache`` is advanced as the one-token-at-a-time loop of :meth:`step` advances it.
+        """What :meth:`_sampled_frame` gives at temperature 0, the most likely tokens, after the last
+        frame's tokens ``draft[B, P]`` and ``actions[B]``, in fewer transformer calls.
 
         Speculative decoding, with the last frame as the guess: most tokens of a frame repeat the
         frame before's (Boxing's dreams change 2.4 of 16 a step), so a pass feeds every token still
