@@ -34,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from neuralenvs.bench.report import write_json
 from neuralenvs.envs.dream import PRECISIONS, dreaming
+from neuralenvs.envs.starts import DeviceStarts
 from neuralenvs.utils.device import describe_hardware, resolve_device
 from neuralenvs.utils.memory import reuse_freed_memory
 
@@ -71,9 +72,9 @@ def _context(model, batch: int, device: torch.device, g: torch.Generator, starts
     guessed tokens, and most guesses of a real game's next frame come true); else random frames."""
     k = model.context_frames
     if starts is not None:
-        frames, actions = starts.sample(batch, np.random.default_rng(g.initial_seed()))
-        frames, actions = frames[:, -k:], actions[:, actions.shape[1] - (k - 1) :]  # a bank's K may be larger
-        return torch.as_tensor(frames, device=device), torch.as_tensor(actions, device=device)
+        bank = DeviceStarts(starts, k, 1, device)
+        index = torch.as_tensor(bank.sample(batch, np.random.default_rng(g.initial_seed())), device=device)
+        return bank.frames[index], bank.actions[index]
     h, w, c = model.obs_shape
     frames = torch.randint(0, 256, (batch, k, h, w, c), dtype=torch.uint8, device=device, generator=g)
     actions = torch.randint(0, model.num_actions, (batch, k - 1), device=device, generator=g)

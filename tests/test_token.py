@@ -561,3 +561,26 @@ def test_a_shallower_encoder_of_the_frame_before_is_smaller_and_still_decodes_wi
     for bad in (-1, (0, 1)):
         with pytest.raises(ValueError, match="tok_previous_depth"):
             make_model(tok_previous_frame=True, tok_previous_depth=bad, **widths)
+
+
+def test_token_changes_counts_fewer_calls_where_guesses_are_checked(tmp_path):
+    """``benchmarks/token_changes.py`` on the shipped token dream: the changed tokens it counts are
+    what the calls come from (at most one call more than the most changed dream's changes), and the
+    same dream with guesses off takes one call per token."""
+    from benchmark_scripts import load_benchmark
+
+    from neuralenvs.cli import main as cli
+    from neuralenvs.registry import resolve_checkpoint
+
+    count = load_benchmark("token_changes").count_changes
+    dream = "neuralenvs/Boxing-token-v0"
+    checked = count(dream, dreams=2, steps=6)
+    cli(["resample", "--checkpoint", str(resolve_checkpoint(dream)), "--out", str(tmp_path / "loop"),
+         "--set", "draft_max_batch=0"])
+    loop = count(str(tmp_path / "loop"), dreams=2, steps=6)
+    assert checked["checks_guesses"] and not loop["checks_guesses"]
+    assert sum(checked["changed_tokens_histogram"]) == 2 * 6
+    assert loop["calls_per_step_mean"] == loop["loop_calls_per_step"] == 16
+    assert 1 <= checked["calls_per_step_mean"] < 16
+    # the two dreams dream the same frames, so they change as many tokens
+    assert checked["changed_tokens_histogram"] == loop["changed_tokens_histogram"]

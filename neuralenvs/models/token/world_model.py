@@ -231,7 +231,7 @@ class TokenWorldModel(FrameTokens, WorldModel):
         frame's tokens ``draft[B, P]`` and ``actions[B]``, in fewer transformer calls.
 
         Speculative decoding, with the last frame as the guess: most tokens of a frame repeat the
-        frame before's (Boxing's dreams change 2.4 of 16 a step), so a pass feeds every token still
+        frame before's (Boxing's dreams change about 2.3 of 16 a step), so a pass feeds every token still
         unsettled as its guess, and keeps, per dream, the predictions up to and including the first
         that differs from its guess: each of those was predicted from the tokens that really come
         before it. A pass settles at least one token of each dream it feeds, and the next feeds only
