@@ -93,6 +93,8 @@ def test_config_rejects_bad_values():
         TokenConfig(context_length=4, num_context_frames=4)
     with pytest.raises(ValueError, match="slide_frames"):
         TokenConfig(context_length=4, slide_frames=4)
+    with pytest.raises(ValueError, match="draft_max_batch"):
+        TokenConfig(draft_max_batch=-1)
     with pytest.raises(ValueError, match="one entry per tokenizer level"):
         TokenConfig(tok_channels=(8, 8), tok_depths=(1,), tok_attention=(False,))
     with pytest.raises(ValueError, match="downsampling divides"):

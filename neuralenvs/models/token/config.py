@@ -83,7 +83,7 @@ class TokenConfig:
         check_levels(self, "tokenizer", "tok_channels", "tok_depths", "tok_attention")
         check_minimum(self, 1, "tok_patch_size", "segment_length", "tokenizer_frames")
         check_minimum(self, 2, "vocab_size")
-        check_minimum(self, 0, "temperature")
+        check_minimum(self, 0, "temperature", "draft_max_batch")
         check_transformer_window(self)
         check_between(self, "slide_frames", 1, self.context_length - 1, "context_length - 1")
         check_between(self, "tok_previous_reconstructed", 0.0, 1.0)
