@@ -68,14 +68,14 @@ def _sync(device: torch.device) -> None:
 
 def _context(model, batch: int, device: torch.device, g: torch.Generator, starts=None):
     """Contexts to start ``batch`` dreams from: real ones drawn from ``starts`` (a checkpoint's
-    StartBank) where given, since a token dream's speed depends on what it dreams (it checks
-    guessed tokens, and most guesses of a real game's next frame come true); else random frames."""
-    k = model.context_frames
+    start bank as :class:`DeviceStarts`) where given, since a token dream's speed depends on what it
+    dreams (it checks guessed tokens, and most guesses of a real game's next frame come true); else
+    random frames."""
     if starts is not None:
-        bank = DeviceStarts(starts, k, 1, device)
-        index = torch.as_tensor(bank.sample(batch, np.random.default_rng(g.initial_seed())), device=device)
-        return bank.frames[index], bank.actions[index]
+        index = torch.as_tensor(starts.sample(batch, np.random.default_rng(g.initial_seed())), device=device)
+        return starts.frames[index], starts.actions[index]
     h, w, c = model.obs_shape
+    k = model.context_frames
     frames = torch.randint(0, 256, (batch, k, h, w, c), dtype=torch.uint8, device=device, generator=g)
     actions = torch.randint(0, model.num_actions, (batch, k - 1), device=device, generator=g)
     return frames, actions
@@ -209,8 +209,8 @@ def profile_loop(
 
 
 def _models(args: argparse.Namespace, device: torch.device):
-    """``(label, checkpoint or None, model, start bank or None)`` for each dream or untrained config
-    asked for."""
+    """``(label, checkpoint or None, model, its start bank on ``device`` or None)`` for each dream or
+    untrained config asked for."""
     from neuralenvs.models import build_model
     from neuralenvs.registry import load_world_model_and_starts, shipped_checkpoints
 
@@ -222,7 +222,7 @@ def _models(args: argparse.Namespace, device: torch.device):
         return
     for dream in args.dreams or sorted(shipped_checkpoints()):
         model, starts, _ = load_world_model_and_starts(dream, device=device)
-        yield dream, dream, model.eval(), starts
+        yield dream, dream, model.eval(), DeviceStarts(starts, model.context_frames, 1, device)
 
 
 def main() -> None:
