@@ -21,7 +21,7 @@ from dream_speed import transitions_per_second  # noqa: E402
 
 from neuralenvs.bench.report import write_json
 from neuralenvs.checkpoint import build_world_model, load_checkpoint  # noqa: E402
-from neuralenvs.envs.dream import PRECISIONS, resolve_precision  # noqa: E402
+from neuralenvs.envs.runtime import PRECISIONS, resolve_precision  # noqa: E402
 from neuralenvs.utils.device import describe_hardware, resolve_device  # noqa: E402
 from neuralenvs.utils.memory import reuse_freed_memory  # noqa: E402
 

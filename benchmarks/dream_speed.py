@@ -33,7 +33,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from neuralenvs.bench.report import write_json
-from neuralenvs.envs.dream import PRECISIONS, dreaming
+from neuralenvs.envs.runtime import PRECISIONS, compile_for_dreaming, compile_mode, dreaming
 from neuralenvs.envs.starts import DeviceStarts
 from neuralenvs.utils.device import describe_hardware, resolve_device
 from neuralenvs.utils.memory import reuse_freed_memory
@@ -120,10 +120,11 @@ def transitions_per_second(model, batch: int, device: torch.device, seconds: flo
 
 
 def profile_loop(
-    checkpoint: str, steps: int, n_envs: int | None, device: torch.device, precision: str = "fp32"
+    checkpoint: str, steps: int, n_envs: int | None, device: torch.device, precision: str = "fp32",
+    compile: bool | str = False,
 ) -> dict[str, Any]:
     """Train PPO in ``n_envs`` dreams of ``checkpoint`` (None: the package's number) for ``steps``
-    agent steps; seconds per part."""
+    agent steps, the dream compiled with ``compile``; seconds per part."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecEnvWrapper
 
@@ -182,7 +183,8 @@ def profile_loop(
 
     # the dream as the utility measurement trains in it (neuralenvs.bench.utility)
     dream = DreamVectorEnv(model, starts, num_envs=n_envs, horizon=15, frame_stack=4, device=device,
-                           sample_heads=True, precision=precision)
+                           sample_heads=True, precision=precision, compile=compile)
+    seconds.clear()  # compiling stepped the model once: not part of the loop
     agent = TimedPPO("CnnPolicy", TimedEnv(make_sb3_env(dream)), seed=0, device=device,
                      **default_algo_kwargs("ppo", n_envs=n_envs))
     t0 = time.perf_counter()
@@ -243,6 +245,9 @@ def main() -> None:
     parser.add_argument("--fresh-pages", action="store_true",
                         help="leave glibc's malloc as it is (large tensors paged in anew each time) instead of "
                              "neuralenvs.utils.memory.reuse_freed_memory, as the CLI runs")
+    parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
+                        help="compile each dream for each batch before timing it (neuralenvs.envs.runtime; "
+                             "optionally in a torch.compile MODE such as reduce-overhead), the loop's dream too")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default="benchmarks/results/dream_speed.json")
     args = parser.parse_args()
@@ -255,25 +260,29 @@ def main() -> None:
     print(f"device {device} ({describe_hardware()}), {torch.get_num_threads()} threads, matmul peak "
           f"fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s, freed memory "
           f"{'reused' if reused else 'returned to the system'}")
+    mode = compile_mode(args.compile)
     rows, loops = [], []
     for label, checkpoint, model, starts in _models(args, device):
         flops = flops_per_transition(model, device, starts=starts)
         for precision in args.precision:
             peak = peaks[precision]
             for batch in args.batches:
+                compiled = bool(mode) and compile_for_dreaming(model, batch, precision, mode)
                 tps = transitions_per_second(model, batch, device, args.seconds, precision, starts)
-                row = {"dream": label, "precision": precision, "batch": batch,
+                row = {"dream": label, "precision": precision, "batch": batch, "compiled": compiled,
                        "parameters": sum(p.numel() for p in model.parameters()),
                        "transitions_per_second": tps, "flops_per_transition": flops,
                        "per_fp32_gflops": tps / (peaks["fp32"] / 1e9),
                        "share_of_fp32_peak": flops * tps / peaks["fp32"],
                        f"share_of_{precision}_peak": flops * tps / peak}
                 rows.append(row)
-                print(f"{label:>36} {precision} batch {batch:>4}: {tps:8.1f} transitions/s  "
+                print(f"{label:>36} {precision}{' compiled' if compiled else ''} batch {batch:>4}: "
+                      f"{tps:8.1f} transitions/s  "
                       f"{flops / 1e6:7.1f} MFLOP/transition  {100 * flops * tps / peak:5.1f}% of {precision} peak  "
                       f"{row['per_fp32_gflops']:.3f} per fp32 GFLOP/s")
         if checkpoint is not None and args.loop_steps > 0:
-            loop = profile_loop(checkpoint, args.loop_steps, args.loop_envs, device, args.precision[-1])
+            loop = profile_loop(checkpoint, args.loop_steps, args.loop_envs, device, args.precision[-1],
+                                args.compile)
             loops.append(loop)
             print(f"  training loop: {loop['loop_transitions_per_second']:.1f} transitions/s; where the time goes:")
             for part, share in sorted(loop["parts_share"].items(), key=lambda kv: -kv[1]):

@@ -33,7 +33,7 @@ import torch
 
 from neuralenvs.bench.report import write_json
 from neuralenvs.data import EpisodeDataset
-from neuralenvs.envs.dream import PRECISIONS, dreaming
+from neuralenvs.envs.runtime import PRECISIONS, dreaming
 from neuralenvs.envs.starts import stack_frames
 from neuralenvs.measure.fidelity import measure_fidelity
 from neuralenvs.measure.horizon import LOOK_STEPS, Policy, long_rollouts, look_over_horizon

@@ -33,7 +33,7 @@ import torch
 from neuralenvs.bench.report import write_json
 from neuralenvs.data import EpisodeDataset
 from neuralenvs.data.episodes import freeze_onset
-from neuralenvs.envs.dream import dreaming
+from neuralenvs.envs.runtime import dreaming
 from neuralenvs.measure.fidelity import PSNR_CAP, _stderr, _windows
 from neuralenvs.measure.horizon import long_rollouts
 from neuralenvs.registry import load_world_model

@@ -18,7 +18,7 @@ import torch
 from dream_speed import transitions_per_second
 
 from neuralenvs.bench.report import write_json
-from neuralenvs.envs.dream import PRECISIONS
+from neuralenvs.envs.runtime import PRECISIONS
 from neuralenvs.registry import load_world_model
 from neuralenvs.utils.device import describe_hardware, resolve_device
 from neuralenvs.utils.memory import reuse_freed_memory

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from neuralenvs.bench.report import write_json
-from neuralenvs.envs.dream import dreaming
+from neuralenvs.envs.runtime import dreaming
 from neuralenvs.envs.starts import DeviceStarts
 from neuralenvs.registry import load_world_model_and_starts
 

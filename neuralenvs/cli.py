@@ -81,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_fidelity(args: argparse.Namespace) -> None:
     _measure_fidelity(args.checkpoint, args.data, args.held_out, args.windows, args.seed, args.device,
-                      args.json, args.record)
+                      args.json, args.record, args.compile)
 
 
 def _last_episodes(dataset: EpisodeDataset, held_out: int, path: str) -> list[int]:
@@ -92,17 +92,22 @@ def _last_episodes(dataset: EpisodeDataset, held_out: int, path: str) -> list[in
 
 
 def _measure_fidelity(checkpoint: str, data: str, held_out: int, windows: int, seed: int, device: str | None,
-                      json_path: str | None, record: bool) -> None:
+                      json_path: str | None, record: bool, compile: bool | str = False) -> None:
     from neuralenvs.checkpoint import build_world_model, load_checkpoint
     from neuralenvs.data import EpisodeDataset
-    from neuralenvs.measure.fidelity import measure_fidelity
+    from neuralenvs.envs.runtime import compile_for_dreaming, compile_mode
+    from neuralenvs.measure.fidelity import FIDELITY_BATCH, measure_fidelity
 
     model = build_world_model(load_checkpoint(checkpoint), device=device)
+    mode = compile_mode(compile)
+    compiled = mode is not None and compile_for_dreaming(model, FIDELITY_BATCH, "fp32", mode)
     dataset = EpisodeDataset(data)
     held_out_episodes = _last_episodes(dataset, held_out, data)
     result = measure_fidelity(model, dataset, held_out_episodes, num_windows=windows, seed=seed, progress=True)
     result["checkpoint"] = str(checkpoint)
     result["data"] = str(data)
+    if compiled:
+        result["compiled"] = mode
     _write_json(result, json_path)
     if record:
         from neuralenvs.checkpoint import update_metrics
@@ -159,7 +164,7 @@ def cmd_utility(args: argparse.Namespace) -> None:
         args.checkpoint, algo=args.algo, steps=args.steps, n_envs=args.n_envs, horizon=args.horizon,
         frame_stack=args.frame_stack, episodes=args.episodes, seed=args.seed, device=args.device,
         sample_heads=not args.argmax_heads, run_dir=args.run, precision=args.precision,
-        starts_from=args.starts_from, algo_kwargs=args.algo_kwargs,
+        starts_from=args.starts_from, algo_kwargs=args.algo_kwargs, compile=args.compile,
     )
     _write_json(result, args.json)
     if args.record:
@@ -209,6 +214,13 @@ def _add_fidelity_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--windows", type=int, default=128, help="dream rollouts to score")
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)
+
+
+def _add_compile_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
+                   help="compile the dream with torch.compile (optionally in MODE, e.g. reduce-overhead on a "
+                        "GPU): the diffusion dreams run 1.2-1.3x as fast on a CPU, after about a minute of "
+                        "compiling the first time; falls back to eager with a warning where it fails")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -277,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True)
     _add_fidelity_options(p)
+    _add_compile_option(p)
     p.add_argument("--json", default=None)
     p.add_argument("--record", action="store_true", help="also store the result in the checkpoint's metrics")
     p.set_defaults(func=cmd_fidelity)
@@ -303,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("fp32", "bf16", "auto"), default=None,
                    help="bf16: dream under bf16 autocast (faster with AMX / AVX-512 bf16 and on GPUs); "
                         "auto (the default): bf16 where native")
+    _add_compile_option(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     p.add_argument("--record", action="store_true", help="also store the result in the checkpoint's metrics")

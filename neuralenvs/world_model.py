@@ -100,6 +100,12 @@ class WorldModel(nn.Module, abc.ABC):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
+    def compiled_modules(self) -> tuple[nn.Module, ...]:
+        """The submodules whose forward ``DreamVectorEnv(compile=True)`` compiles with
+        ``torch.compile`` (``neuralenvs.envs.compiled``): those where it measurably pays, each called
+        once per step with the batch's shape. None by default."""
+        return ()
+
     @abc.abstractmethod
     def init_state(self, frames: torch.Tensor, actions: torch.Tensor) -> Any:
         """Encode real context ``frames`` uint8[B, K, H, W, C] and ``actions`` long[B, K-1]."""

@@ -519,17 +519,18 @@ def test_auto_precision_is_the_default_and_follows_the_hardware(monkeypatch: pyt
                                                                 world_model: WorldModel,
                                                                 start_bank: StartBank) -> None:
     import neuralenvs.envs.dream as dream_module
+    import neuralenvs.envs.runtime as runtime
 
     monkeypatch.setattr(type(world_model), "cpu_bf16_min_batch", 1)
     for native, expected in ((True, "bf16"), (False, "fp32")):
-        monkeypatch.setattr(dream_module, "has_fast_bf16", lambda device, native=native: native)
+        monkeypatch.setattr(runtime, "has_fast_bf16", lambda device, native=native: native)
         assert DreamVectorEnv(world_model, start_bank, 1, precision="auto").precision == expected
         assert DreamVectorEnv(world_model, start_bank, 1).precision == expected
         assert dream_module.DreamEnv(world_model, start_bank).vector_env.precision == expected
     # a family that gains from bf16 only with several dreams: one dream on a CPU stays fp32
-    monkeypatch.setattr(dream_module, "has_fast_bf16", lambda device: True)
+    monkeypatch.setattr(runtime, "has_fast_bf16", lambda device: True)
     monkeypatch.setattr(type(world_model), "cpu_bf16_min_batch", 2)
     assert DreamVectorEnv(world_model, start_bank, 1).precision == "fp32"
     assert DreamVectorEnv(world_model, start_bank, 2).precision == "bf16"
     assert DreamVectorEnv(world_model, start_bank, 1, precision="bf16").precision == "bf16"  # asked for
-    assert dream_module.resolve_precision("auto", torch.device("cuda"), 1, 2) == "bf16"  # GPUs: the batch is moot
+    assert runtime.resolve_precision("auto", torch.device("cuda"), 1, 2) == "bf16"  # GPUs: the batch is moot

@@ -227,7 +227,7 @@ def policy_rewards(
     ``by_horizon``. A dream that drifts pays right over a few steps and wrong over many, and an
     agent should be trained in dreams no longer than those it ranks right."""
     from neuralenvs.envs.atari import action_meanings, make_atari_env
-    from neuralenvs.envs.dream import dreaming
+    from neuralenvs.envs.runtime import dreaming
 
     bad = [h for h in shorter_horizons if not 0 < h <= horizon]
     if bad:
@@ -284,7 +284,7 @@ def agent_rewards(
     learned the dream's errors; one that both pay alike, and no more than random play, has learned
     little at all."""
     from neuralenvs.envs.atari import make_atari_env
-    from neuralenvs.envs.dream import dreaming
+    from neuralenvs.envs.runtime import dreaming
 
     if not 0 < frame_stack <= model.context_frames:
         raise ValueError(f"frame_stack must lie in 1..{model.context_frames} (the dream's context), got {frame_stack}")
@@ -359,7 +359,7 @@ def prefix_rewards(
     game moves. A dream that pays ``final`` after one cycle but not after several has stopped
     rendering what the cycle does."""
     from neuralenvs.envs.atari import action_meanings, make_atari_env
-    from neuralenvs.envs.dream import dreaming
+    from neuralenvs.envs.runtime import dreaming
 
     env = make_atari_env(game, train=True)
     cycle = parse_policies([prefix], action_meanings(env))[prefix]

@@ -68,13 +68,16 @@ def measure_utility(
     run_dir: str | None = None,
     precision: str | None = None,
     starts_from: str | None = None,
+    compile: bool | str = False,
 ) -> dict:
     """Train ``algo`` for ``steps`` in ``n_envs`` dreams of ``checkpoint`` (None: the package's
     ``neuralenvs.sb3.DREAMS_PER_AGENT``), then score it and random play in the real game. With
     ``run_dir``, the agent is saved there as it trains and a rerun resumes it. With ``starts_from``
     (an episode dataset), half the dreams start from windows of its episodes
-    (:func:`with_starts_from`). ``precision`` is the dream's (None: the dream env's default)."""
-    from neuralenvs.envs.dream import DEFAULT_PRECISION, DreamVectorEnv
+    (:func:`with_starts_from`). ``precision`` is the dream's (None: the dream env's default);
+    ``compile`` compiles it (:class:`DreamVectorEnv`)."""
+    from neuralenvs.envs.dream import DreamVectorEnv
+    from neuralenvs.envs.runtime import DEFAULT_PRECISION
     from neuralenvs.registry import load_world_model_and_starts, real_env_id
     from neuralenvs.sb3 import (
         DREAMS_PER_AGENT,
@@ -97,7 +100,7 @@ def measure_utility(
         starts, own_starts = with_starts_from(starts, starts_from, model.num_actions, seed)
     dream = DreamVectorEnv(
         model, starts, num_envs=n_envs, horizon=horizon, frame_stack=frame_stack, device=model.device,
-        sample_heads=sample_heads, precision=precision or DEFAULT_PRECISION,
+        sample_heads=sample_heads, precision=precision or DEFAULT_PRECISION, compile=compile,
     )
     save_path = None if run_dir is None else Path(run_dir) / "agent.zip"
     steps_before = saved_agent_steps(save_path) if save_path is not None else 0
@@ -127,6 +130,7 @@ def measure_utility(
         "frame_stack": frame_stack,
         "sample_heads": sample_heads,
         "precision": dream.precision,
+        "compiled": dream.compiled,
         "starts_from": None if starts_from is None else {"path": str(starts_from), **own_starts},
         "agent": trained,
         "random": random,

@@ -72,6 +72,9 @@ def _precision_recall(predicted: np.ndarray, real: np.ndarray) -> dict[str, floa
     }
 
 
+FIDELITY_BATCH = 32  # windows dreamed at once
+
+
 @torch.no_grad()
 def measure_fidelity(
     model: WorldModel,
@@ -79,7 +82,7 @@ def measure_fidelity(
     episodes: list[int],
     steps: tuple[int, ...] = (1, 5, 15, 50),
     num_windows: int = 128,
-    batch_size: int = 32,
+    batch_size: int = FIDELITY_BATCH,
     seed: int = 0,
     progress: bool = False,
 ) -> dict:
