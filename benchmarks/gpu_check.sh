@@ -5,7 +5,10 @@
 #      family), beside fp32 and bf16 matmul peaks timed in the same run,
 #   3. the Boxing token dream at those batches again with speculative decoding on at every batch
 #      size (on a CPU it pays only up to 16 dreams, docs/speed.md; on a GPU, whose calls are
-#      launch-bound, it may pay at any size: compare with step 2's token rows).
+#      launch-bound, it may pay at any size: compare with step 2's token rows),
+#   4. the KungFuMaster diffusion dream compiled with torch.compile's "reduce-overhead" mode (CUDA
+#      graphs) at batch 1,024 and 4,096 (compiling counts against the 2 minutes it is given; on a
+#      CPU the compiled U-Net runs 1.2 to 1.3 times as fast, docs/speed.md).
 # Writes everything under one folder (default benchmarks/results/gpu; first argument to change it).
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
@@ -33,4 +36,8 @@ python -c "from neuralenvs.cli import main; main()" resample --checkpoint checkp
 timeout 45 python benchmarks/dream_speed.py --device cuda --precision bf16 --batches 256 1024 4096 \
     --dreams "$out/boxing-token-draft" --seconds 3 --loop-steps 0 --out "$out/dream_speed_cuda_bf16_token_draft.json" \
     2>&1 | tee "$out/dream_speed_token_draft.log"
+timeout 120 python benchmarks/dream_speed.py --device cuda --precision bf16 --batches 1024 4096 \
+    --dreams neuralenvs/KungFuMaster-diffusion-v0 --compile reduce-overhead --seconds 3 --loop-steps 0 \
+    --out "$out/dream_speed_cuda_bf16_compiled.json" 2>&1 | tee "$out/dream_speed_compiled.log" \
+    || echo "gpu_check.sh: the compiled run did not finish in 2 minutes"
 echo "gpu_check.sh: results in $out"

@@ -50,3 +50,17 @@ def test_a_training_step_on_the_gpu(family: str, tmp_path) -> None:
     trainer = Trainer(config, device=DEVICE)
     trainer.train(progress=False)
     assert all(p.device.type == DEVICE for p in trainer.model.parameters())
+
+
+def test_a_diffusion_dream_dreams_compiled_with_cuda_graphs() -> None:
+    model = FAMILY_FACTORIES["diffusion"]()
+    episodes = synthetic_episodes(2, 12, model.obs_shape, model.num_actions)
+    bank = StartBank.cut(episodes, model.context_frames, 8, np.random.default_rng(0))
+    mode = "reduce-overhead" if DEVICE == "cuda" else "default"
+    env = DreamVectorEnv(model, bank, num_envs=64, horizon=15, device=DEVICE, output="torch", precision="bf16",
+                         compile=mode)
+    assert env.compiled  # compiled, not fallen back to eager
+    env.reset(seed=0)
+    for _ in range(20):  # past a restart at the horizon
+        obs, reward, _, _, _ = env.step(torch.zeros(64, dtype=torch.long, device=DEVICE))
+    assert obs.device.type == DEVICE and torch.isfinite(reward).all()

@@ -54,6 +54,7 @@ def test_a_compiled_diffusion_dream_dreams_what_the_eager_one_dreams(single_torc
     assert model.compiled_modules() == (model.denoiser.net,)
     assert compile_for_dreaming(model, 2)
     assert is_compiled(model.denoiser.net)
+    assert torch._dynamo.config.recompile_limit >= runtime.COMPILES_KEPT  # many dreams, one forward
     assert sorted(model.state_dict()) == keys  # checkpoints stay as they were
     compiled = _dream(model, 3)
     for a, b in zip(eager, compiled, strict=True):

@@ -27,6 +27,10 @@ DEFAULT_PRECISION = "auto"
 
 # torch.compile's modes; True means "default"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# compiles of one module's forward code that torch keeps (its default, 8, is shared by every model of
+# a class: a process that dreams three checkpoints at five batch sizes would silently send the
+# later ones back to eager)
+COMPILES_KEPT = 64
 
 
 def resolve_precision(precision: str, device: torch.device, batch_size: int | None = None,
@@ -84,6 +88,7 @@ def compile_for_dreaming(model: WorldModel, batch_size: int, precision: str = "f
     modules = model.compiled_modules()
     if not modules:
         return False
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, COMPILES_KEPT)
     for module in modules:
         if not is_compiled(module):  # compiled for another batch size already: it compiles this one too
             # an instance attribute shadows the class's forward, and deleting it restores it; the
