@@ -80,11 +80,10 @@ class DreamVectorEnv(VectorEnv):
             ``cpu_bf16_min_batch``), ``"fp32"`` or ``"bf16"`` (the model runs under bf16 autocast;
             ``benchmarks/dream_speed.py`` measures the speed, docs/speed.md the fidelity).
         compile: ``False`` (the default), ``True`` or a ``torch.compile`` mode: compile the modules
-            the family names (:meth:`WorldModel.compiled_modules`; the diffusion dreams' U-Net, 1.2
-            to 1.3 times as fast on a CPU) for ``num_envs`` dreams, here, before the first reset
-            (about a minute on 2 CPU cores the first time, seconds once torch has it on disk). Where
-            compiling fails, a warning says so and the dream runs as it would without; ``compiled``
-            says which happened.
+            the family names (:meth:`WorldModel.compiled_modules`: the diffusion dreams' U-Net) for
+            ``num_envs`` dreams, here, before the first reset (:func:`compile_for_dreaming`; speed
+            and cost in docs/speed.md). Where compiling fails, a warning says so and the dream runs
+            as it would without; ``compiled`` says which happened.
 
     ``step`` returns rewards as float32 (the dtype SB3 buffers use; gymnasium's own vector envs use
     float64) and terminated / truncated as bool. A dream that ends at the horizon by termination is

@@ -80,9 +80,9 @@ def compile_for_dreaming(model: WorldModel, batch_size: int, precision: str = "f
     not in the middle of training: on failure the modules are put back as they were, a warning
     says why, and the model dreams eagerly. Returns whether the model now dreams compiled.
 
-    The first compile of a shape takes tens of seconds on a CPU (a minute for a shipped diffusion
-    dream on 2 cores); torch keeps what it compiled on disk, so the next process takes a few. Each
-    new batch size compiles again. The compiled modules compute what the eager ones do, up to the
+    The first compile of a shape takes tens of seconds on a CPU (half a minute for a shipped
+    diffusion dream on 2 cores); torch keeps what it compiled on disk, so the next process takes a
+    few. Each new batch size compiles again. The compiled modules compute what the eager ones do, up to the
     rounding of fused operations (a few pixels of a dreamed frame may differ by one level)."""
     compile_mode(mode)  # a clear error for a mode torch does not know
     modules = model.compiled_modules()

@@ -68,9 +68,9 @@ class DiffusionWorldModel(WorldModel):
 
     def compiled_modules(self) -> tuple[nn.Module, ...]:
         # the U-Net, called once a step per Euler step at the batch's shape: compiled, its group
-        # norms, SiLUs and scale-and-shifts fuse and the dream runs 1.2 to 1.3 times as fast on a
-        # 2-core Xeon in fp32 (docs/speed.md); the reward model restarts at other shapes, and the
-        # token and genie dreams gained nothing measurable
+        # norms, SiLUs and scale-and-shifts fuse (docs/speed.md, "The diffusion dreams compiled");
+        # the reward model restarts at other shapes, and the token and genie dreams gained nothing
+        # measurable
         return (self.denoiser.net,)
 
     @property
