@@ -260,14 +260,14 @@ def main() -> None:
     print(f"device {device} ({describe_hardware()}), {torch.get_num_threads()} threads, matmul peak "
           f"fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s, freed memory "
           f"{'reused' if reused else 'returned to the system'}")
-    mode = compile_mode(args.compile)
+    compile_mode(args.compile)  # a bad mode fails here, not after the first dream
     rows, loops = [], []
     for label, checkpoint, model, starts in _models(args, device):
         flops = flops_per_transition(model, device, starts=starts)
         for precision in args.precision:
             peak = peaks[precision]
             for batch in args.batches:
-                compiled = bool(mode) and compile_for_dreaming(model, batch, precision, mode)
+                compiled = compile_for_dreaming(model, batch, precision, args.compile)
                 tps = transitions_per_second(model, batch, device, args.seconds, precision, starts)
                 row = {"dream": label, "precision": precision, "batch": batch, "compiled": compiled,
                        "parameters": sum(p.numel() for p in model.parameters()),

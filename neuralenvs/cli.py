@@ -99,15 +99,14 @@ def _measure_fidelity(checkpoint: str, data: str, held_out: int, windows: int, s
     from neuralenvs.measure.fidelity import FIDELITY_BATCH, measure_fidelity
 
     model = build_world_model(load_checkpoint(checkpoint), device=device)
-    mode = compile_mode(compile)
-    compiled = mode is not None and compile_for_dreaming(model, FIDELITY_BATCH, "fp32", mode)
+    compiled = compile_for_dreaming(model, FIDELITY_BATCH, "fp32", compile)
     dataset = EpisodeDataset(data)
     held_out_episodes = _last_episodes(dataset, held_out, data)
     result = measure_fidelity(model, dataset, held_out_episodes, num_windows=windows, seed=seed, progress=True)
     result["checkpoint"] = str(checkpoint)
     result["data"] = str(data)
     if compiled:
-        result["compiled"] = mode
+        result["compiled"] = compile_mode(compile)
     _write_json(result, json_path)
     if record:
         from neuralenvs.checkpoint import update_metrics

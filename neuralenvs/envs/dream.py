@@ -31,7 +31,6 @@ from gymnasium.vector.utils import batch_space
 from neuralenvs.envs.runtime import (
     DEFAULT_PRECISION,
     compile_for_dreaming,
-    compile_mode,
     dreaming,
     resolve_precision,
 )
@@ -147,8 +146,7 @@ class DreamVectorEnv(VectorEnv):
         }
 
         self.model: WorldModel = model.to(self.device)
-        mode = compile_mode(compile)
-        self.compiled = mode is not None and compile_for_dreaming(self.model, self.num_envs, self.precision, mode)
+        self.compiled = compile_for_dreaming(self.model, self.num_envs, self.precision, compile)
         self._context_frames = int(model.context_frames)
         h, w, c = (int(x) for x in model.obs_shape)
         self._channels = c

@@ -74,8 +74,11 @@ def compile_mode(compile: bool | str) -> str | None:
     return compile
 
 
-def compile_for_dreaming(model: WorldModel, batch_size: int, precision: str = "fp32", mode: str = "default") -> bool:
-    """Compile ``model.compiled_modules()`` in place for dreams of ``batch_size`` at ``precision``,
+def compile_for_dreaming(
+    model: WorldModel, batch_size: int, precision: str = "fp32", compile: bool | str = True
+) -> bool:
+    """Compile ``model.compiled_modules()`` in place for dreams of ``batch_size`` at ``precision``
+    (``compile``: ``True``, a ``torch.compile`` mode, or ``False`` to leave the model as it is),
     and compile them now, with one dream step on random frames, so that a failure shows here and
     not in the middle of training: on failure the modules are put back as they were, a warning
     says why, and the model dreams eagerly. Returns whether the model now dreams compiled.
@@ -84,9 +87,9 @@ def compile_for_dreaming(model: WorldModel, batch_size: int, precision: str = "f
     diffusion dream on 2 cores); torch keeps what it compiled on disk, so the next process takes a
     few. Each new batch size compiles again. The compiled modules compute what the eager ones do, up to the
     rounding of fused operations (a few pixels of a dreamed frame may differ by one level)."""
-    compile_mode(mode)  # a clear error for a mode torch does not know
+    mode = compile_mode(compile)  # a clear error for a mode torch does not know
     modules = model.compiled_modules()
-    if not modules:
+    if mode is None or not modules:
         return False
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, COMPILES_KEPT)
     for module in modules:
