@@ -5,7 +5,8 @@ noisy machine, where two separate runs of ``dream_speed.py`` can differ by a qua
         --out benchmarks/results/speed_ab_token.json
 
 Each round times every dream once per batch size (``dream_speed.transitions_per_second``: a fixed
-number of seconds after an untimed warm-up step, under the env's no-grad / autocast context). Prints
+number of seconds after an untimed warm-up step, under the env's no-grad / autocast context, the dreams
+started from their checkpoint's start bank and stepped under random actions). Prints
 each dream's transitions/s per round and its median over the rounds as a ratio to the first dream's.
 """
 
@@ -19,7 +20,8 @@ from dream_speed import transitions_per_second
 
 from neuralenvs.bench.report import write_json
 from neuralenvs.envs.runtime import PRECISIONS
-from neuralenvs.registry import load_world_model
+from neuralenvs.envs.starts import DeviceStarts
+from neuralenvs.registry import load_world_model_and_starts
 from neuralenvs.utils.device import describe_hardware, resolve_device
 from neuralenvs.utils.memory import reuse_freed_memory
 
@@ -42,13 +44,19 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     reuse_freed_memory()
     device = resolve_device(args.device)
-    models = {dream: load_world_model(dream, device=device).eval() for dream in args.dreams}
+    models, banks = {}, {}
+    for dream in args.dreams:
+        model, starts, _ = load_world_model_and_starts(dream, device=device)
+        models[dream] = model.eval()
+        banks[dream] = DeviceStarts(starts, model.context_frames, 1, device)
     print(f"device {device} ({describe_hardware()}), {torch.get_num_threads()} threads, {args.precision}")
     rates: dict[int, dict[str, list[float]]] = {b: {d: [] for d in args.dreams} for b in args.batches}
     for _ in range(args.rounds):
         for batch in args.batches:
             for dream, model in models.items():
-                rates[batch][dream].append(transitions_per_second(model, batch, device, args.seconds, args.precision))
+                rates[batch][dream].append(
+                    transitions_per_second(model, batch, device, args.seconds, args.precision, banks[dream])
+                )
 
     rows = []
     reference = args.dreams[0]

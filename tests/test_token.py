@@ -342,6 +342,73 @@ def test_speculative_decoding_dreams_what_the_token_loop_dreams():
     assert any(rows < 5 for rows in calls[8])
 
 
+def test_only_frames_whose_tokens_changed_are_decoded():
+    """``decode_next`` with reuse: a dream whose tokens all repeat the last frame's keeps the last
+    frame; any changed token, first or last, decodes."""
+    model = make_model(randomized=True, tok_previous_frame=True)
+    g = torch.Generator().manual_seed(0)
+    last_tokens = torch.randint(0, model.config.vocab_size, (5, model.tokens_per_frame), generator=g)
+    tokens = last_tokens.clone()
+    tokens[1, -1] = (tokens[1, -1] + 1) % model.config.vocab_size
+    tokens[3, 0] = (tokens[3, 0] + 1) % model.config.vocab_size
+    last = torch.randint(0, 256, (5, *model.obs_shape), generator=g, dtype=torch.uint8)
+    decoded = []
+    decode = model.tokenizer.decode
+    model.tokenizer.decode = lambda t, *args: decoded.append(len(t)) or decode(t, *args)
+    try:
+        frames = model.decode_next(tokens, last_tokens, last, reuse=True)
+    finally:
+        del model.tokenizer.decode
+    assert decoded == [2]
+    full = model.decode(tokens, last)
+    changed = torch.tensor([False, True, False, True, False])
+    assert ((full[changed].int() - frames[changed].int()).abs() <= 1).all()
+    assert torch.equal(frames[~changed], last[~changed])
+    assert (full[~changed] != last[~changed]).any()  # the decode it saves would have moved pixels
+    assert torch.equal(model.decode_next(tokens, last_tokens, last, reuse=False), full)
+
+
+def test_a_dream_whose_tokens_did_not_change_keeps_its_last_frame():
+    """With ``reuse_unchanged_frames`` a dream whose new tokens are all the last frame's keeps that
+    frame and is not decoded; the others are decoded from their tokens and frame before as without
+    it, and the tokens and heads do not change."""
+    model = make_model(seed=1, randomized=True, temperature=0.0, context_length=6, tok_previous_frame=True)
+    frames, actions = context(5, model, seed=4)
+    steps = torch.randint(0, NUM_ACTIONS, (9, 5), generator=torch.Generator().manual_seed(1))
+    rows = torch.arange(5)
+
+    def dream(reuse: bool) -> tuple[list, list[int]]:
+        """Every step's new tokens, frames and heads, and the batch of every decoder call."""
+        model.config = dataclasses.replace(model.config, reuse_unchanged_frames=reuse)
+        decoded, out = [], []
+        decode = model.tokenizer.decode
+        model.tokenizer.decode = lambda tokens, *args: decoded.append(len(tokens)) or decode(tokens, *args)
+        try:
+            state, g = model.init_state(frames, actions), torch.Generator().manual_seed(0)
+            for a in steps:
+                state, new_frames, reward, terminated = model.step(state, a, g)
+                out.append((state.tokens[rows, state.num_frames - 1], new_frames, reward, terminated))
+        finally:
+            del model.tokenizer.decode
+        return out, decoded
+
+    (plain, _), (reused, decoded) = dream(False), dream(True)
+    last_tokens, last, kept, moved = model.encode(frames[:, -1]), frames[:, -1], 0, 0
+    for (tok0, _, r0, t0), (tok1, f1, r1, t1) in zip(plain, reused, strict=True):
+        assert torch.equal(tok0, tok1) and torch.equal(r0, r1) and torch.equal(t0, t1)
+        same = (tok1 == last_tokens).all(dim=1)
+        assert torch.equal(f1[same], last[same])
+        expected = model.decode(tok1, last)  # every dream decoded from the frames the reusing dream kept
+        assert ((expected[~same].int() - f1[~same].int()).abs() <= 1).all()
+        kept += int(same.sum())
+        moved += int((expected[same] != last[same]).any(dim=(1, 2, 3)).sum())
+        last_tokens, last = tok1, f1
+    # both kinds of dream occur, a kept frame is one a decode would have changed, and only the
+    # changed dreams were decoded
+    assert 0 < kept < steps.numel() and moved > 0
+    assert sum(decoded) == steps.numel() - kept
+
+
 # ---- per-dream state ----------------------------------------------------------------------------
 
 

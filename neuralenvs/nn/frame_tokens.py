@@ -33,6 +33,24 @@ class FrameTokens:
         x = self.tokenizer.decode(tokens.reshape(-1, self.tokens_per_frame), before)
         return float_to_frames(x.float()).reshape(*lead, *self.obs_shape)
 
+    def decode_next(
+        self, tokens: torch.Tensor, last_tokens: torch.Tensor, last_frame: torch.Tensor | None, reuse: bool
+    ) -> torch.Tensor:
+        """A dream step's new frames: ``decode(tokens[B, S], last_frame)``, except that with ``reuse``
+        a dream whose tokens are all ``last_tokens[B, S]`` keeps ``last_frame`` (uint8 [B, H, W, C],
+        the frames those tokens gave) and is not decoded. With a decoder that sees the frame before,
+        that decode would move a few pixels a little (Boxing's: 4% of them, by 0.1 levels on
+        average) at the cost of the step's largest call. Without ``last_frame`` every dream decodes."""
+        if not reuse or last_frame is None:
+            return self.decode(tokens, last_frame)
+        changed = (tokens != last_tokens).any(dim=1)
+        if bool(changed.all()):
+            return self.decode(tokens, last_frame)
+        frames = last_frame.clone()
+        if bool(changed.any()):
+            frames[changed] = self.decode(tokens[changed], last_frame[changed])
+        return frames
+
     def _tokenizer_losses(self, batch: Segments) -> dict[str, torch.Tensor]:
         """The tokenizer's autoencoder losses on ``config.tokenizer_frames`` frames per segment,
         real frames first (padding only where a segment has fewer real frames)."""

@@ -199,7 +199,7 @@ class TokenWorldModel(FrameTokens, WorldModel):
         new.tokens[rows, n] = next_tokens
         new.num_frames = n + 1
 
-        frames = self.decode(next_tokens, state.last_frame)
+        frames = self.decode_next(next_tokens, last_frame_tokens, state.last_frame, self.config.reuse_unchanged_frames)
         if new.last_frame is not None:
             new.last_frame = frames
         reward = class_to_reward(choose_classes(rew_logits, sample_heads, generator))
