@@ -1,0 +1,69 @@
+"""A tiny token (IRIS-style) world model and the helpers its tests share."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from neuralenvs.models.token import TokenConfig, TokenState, TokenWorldModel
+from neuralenvs.world_model import Segments
+
+OBS = (64, 64, 3)
+NUM_ACTIONS = 6
+
+
+def make_model(seed: int = 0, obs_shape=OBS, randomized: bool = False, **overrides) -> TokenWorldModel:
+    torch.manual_seed(seed)
+    cfg = dataclasses.replace(TokenConfig.named("tiny"), **overrides)
+    model = TokenWorldModel(cfg, obs_shape, NUM_ACTIONS).eval()
+    if randomized:
+        randomize(model, seed)
+    return model
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random values in every parameter: a fresh model starts near-uniform (GPT) or partly at zero
+    (the tokenizer's residual blocks), which would let context-dependence tests pass vacuously."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return model
+
+
+def context(b: int, model: TokenWorldModel, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    k = model.context_frames
+    frames = torch.randint(0, 256, (b, k, *model.obs_shape), generator=g, dtype=torch.uint8)
+    actions = torch.randint(0, model.num_actions, (b, k - 1), generator=g)
+    return frames, actions
+
+
+def segments(b: int, model: TokenWorldModel, length: int | None = None, pad: int = 0, seed: int = 0) -> Segments:
+    """Segments of smooth random frames (so the tokenizer can learn them) with ``pad`` padded frames
+    before the episode start, sparse rewards and ends."""
+    g = torch.Generator().manual_seed(seed)
+    seq = model.config.segment_length if length is None else length
+    h, w, c = model.obs_shape
+    coarse = torch.rand(b, seq + 1, c, h // 16, w // 16, generator=g)
+    smooth = torch.nn.functional.interpolate(coarse.flatten(0, 1), size=(h, w), mode="bilinear")
+    frames = (smooth.reshape(b, seq + 1, c, h, w).movedim(2, -1) * 255).round().to(torch.uint8)
+    mask = torch.ones(b, seq + 1, dtype=torch.bool)
+    mask[:, :pad] = False
+    frames[:, :pad] = 0
+    actions = torch.randint(0, model.num_actions, (b, seq), generator=g)
+    actions[:, :pad] = 0
+    rewards = torch.randint(-1, 2, (b, seq), generator=g).float() * 2.0
+    terminated = torch.rand(b, seq, generator=g) < 0.2
+    return Segments(frames, actions, rewards, terminated, torch.zeros_like(terminated), mask)
+
+
+def run(model: TokenWorldModel, state: TokenState, actions: list[list[int]], seed: int, sample_heads=False):
+    """Step through ``actions`` with a fresh generator; returns the states and every step's outputs."""
+    g = torch.Generator().manual_seed(seed)
+    outputs = []
+    for a in actions:
+        state, frames, reward, terminated = model.step(state, torch.tensor(a), g, sample_heads=sample_heads)
+        outputs.append((frames, reward, terminated, state.tokens.clone()))
+    return state, outputs
