@@ -45,6 +45,26 @@ FAMILY_FACTORIES: dict[str, Callable[[], WorldModel]] = {
 }
 
 
+def randomize(model: torch.nn.Module, seed: int = 0, scale: float = 0.3) -> torch.nn.Module:
+    """Random values in every parameter: a fresh model zero-initialises parts of itself (residual
+    blocks, output layers) and starts near-uniform (heads), which would let context-dependence tests
+    pass vacuously."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return model
+
+
+def random_context(b: int, model: WorldModel, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random uint8 context frames ``[b, K, H, W, C]`` and actions ``[b, K - 1]`` for ``model``."""
+    g = torch.Generator().manual_seed(seed)
+    k = model.context_frames
+    frames = torch.randint(0, 256, (b, k, *model.obs_shape), generator=g, dtype=torch.uint8)
+    actions = torch.randint(0, model.num_actions, (b, k - 1), generator=g)
+    return frames, actions
+
+
 @pytest.fixture
 def single_torch_thread() -> Iterator[None]:
     """One intra-op thread for the tiny test models: on a small shared machine more threads only

@@ -10,6 +10,8 @@ import types
 
 import pytest
 import torch
+from conftest import random_context as context
+from conftest import randomize
 
 import neuralenvs.models.diffusion.world_model as world_model
 from neuralenvs.models import build_model
@@ -25,24 +27,6 @@ def make_model(obs_shape=OBS, num_actions: int = 4, seed: int = 0, **overrides) 
     torch.manual_seed(seed)
     cfg = dataclasses.replace(DiffusionConfig.named("tiny"), **overrides)
     return DiffusionWorldModel(cfg, obs_shape, num_actions)
-
-
-def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give every parameter random values: a fresh model zero-initialises its output layers, so it
-    would ignore its context and make context-dependence tests pass vacuously."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    return model
-
-
-def context(b: int, model: DiffusionWorldModel, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    k = model.context_frames
-    frames = torch.randint(0, 256, (b, k, *model.obs_shape), generator=g, dtype=torch.uint8)
-    actions = torch.randint(0, model.num_actions, (b, k - 1), generator=g)
-    return frames, actions
 
 
 def segments(b: int, model: DiffusionWorldModel, seed: int = 0, pad: int = 0) -> Segments:
@@ -177,7 +161,7 @@ def test_dream_shapes_and_dtypes(obs_shape, num_actions):
 
 
 def test_same_seed_same_dream():
-    model = randomize(make_model())
+    model = randomize(make_model(), scale=0.2)
     start = model.init_state(*context(4, model))
     actions = torch.tensor([0, 1, 2, 3])
 
@@ -194,7 +178,7 @@ def test_same_seed_same_dream():
 
 
 def test_step_follows_context_and_actions():
-    model = randomize(make_model())
+    model = randomize(make_model(), scale=0.2)
     frames, actions = context(2, model)
     state = model.init_state(frames, actions)
     a = model.step(state, torch.tensor([0, 0]), torch.Generator().manual_seed(0)).next_frames
@@ -207,7 +191,7 @@ def test_step_follows_context_and_actions():
 
 
 def test_reset_where_restarts_only_masked_dreams():
-    model = randomize(make_model())
+    model = randomize(make_model(), scale=0.2)
     state = model.init_state(*context(3, model, seed=0))
     state = model.step(state, torch.tensor([1, 2, 3]), torch.Generator().manual_seed(1)).state
     before = {f.name: getattr(state, f.name).clone() for f in dataclasses.fields(state)}
@@ -301,7 +285,7 @@ def test_training_losses_decrease():
 
 
 def test_dreamed_context_replaces_only_the_last_real_frames_before_a_target():
-    model = randomize(make_model(dreamed_context_frames=2, denoising_targets=3))
+    model = randomize(make_model(dreamed_context_frames=2, denoising_targets=3), scale=0.2)
     k, seq = model.context_frames, model.config.segment_length
     batch = segments(64, model, seed=5)
     batch.mask[32:, seq - 1] = False  # the frame just before the last target is padding in half the rows
@@ -366,7 +350,7 @@ def test_context_noise_reaches_the_denoiser_at_a_level_drawn_per_target(monkeypa
 
 
 def test_a_model_told_its_context_noise_dreams_as_its_base_until_trained_and_hears_the_dream_level(monkeypatch):
-    base = randomize(make_model())
+    base = randomize(make_model(), scale=0.2)
     told = make_model(context_noise_max=0.2, context_noise_levels=5)
     weights = base.state_dict()
     assert set(told.fine_tune_weight_defaults(weights)) == {"denoiser.net.context_noise_emb.weight"}
@@ -424,7 +408,7 @@ def test_dreamed_context_frames_must_fit_the_segment():
 
 
 def test_a_dream_longer_than_the_context_replaces_all_of_it_with_its_last_frames(monkeypatch):
-    model = randomize(make_model(dreamed_context_frames=4, denoising_targets=1, segment_length=6))
+    model = randomize(make_model(dreamed_context_frames=4, denoising_targets=1, segment_length=6), scale=0.2)
     k, seq = model.context_frames, model.config.segment_length
     batch = segments(64, model, seed=5)
     frames = frames_to_float(batch.frames)
@@ -465,7 +449,7 @@ def test_an_end_path_of_its_own_starts_as_a_copy_of_the_shared_one_it_is_fine_tu
 
 
 def test_init_state_burns_in_reward_memory():
-    model = randomize(make_model(num_context_frames=3, segment_length=4))
+    model = randomize(make_model(num_context_frames=3, segment_length=4), scale=0.2)
     frames, actions = context(2, model)
     state = model.init_state(frames, actions)
     x = frames_to_float(frames)

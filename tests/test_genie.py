@@ -15,6 +15,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import random_context as context
+from conftest import randomize
 
 from neuralenvs.data import Episode, EpisodeDataset
 from neuralenvs.models import build_model
@@ -34,19 +36,7 @@ def make_model(seed: int = 0, num_actions: int | None = None, obs_shape=OBS, ran
     torch.manual_seed(seed)
     cfg = dataclasses.replace(GenieConfig.named("tiny"), **overrides)
     model = GenieWorldModel(cfg, obs_shape, num_actions).eval()
-    if randomized:  # a fresh model is partly zero (residual blocks) and near-uniform (heads)
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return model
-
-
-def context(b: int, model: GenieWorldModel, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    k = model.context_frames
-    frames = torch.randint(0, 256, (b, k, *model.obs_shape), generator=g, dtype=torch.uint8)
-    return frames, torch.randint(0, model.num_actions, (b, k - 1), generator=g)
+    return randomize(model, seed) if randomized else model
 
 
 def run(model: GenieWorldModel, state: GenieState, actions: list[list[int]], seed: int, sample_heads: bool = True):

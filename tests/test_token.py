@@ -9,7 +9,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from token_toy import OBS, context, make_model, randomize, segments
+from conftest import random_context as context
+from conftest import randomize
+from token_toy import OBS, make_model, segments
 
 from neuralenvs.models import build_model
 from neuralenvs.models.token import TokenConfig

@@ -7,7 +7,8 @@ import dataclasses
 
 import pytest
 import torch
-from token_toy import NUM_ACTIONS, OBS, context, make_model, run
+from conftest import random_context as context
+from token_toy import NUM_ACTIONS, OBS, make_model, run
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

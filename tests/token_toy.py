@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+from conftest import randomize
 
 from neuralenvs.models.token import TokenConfig, TokenState, TokenWorldModel
 from neuralenvs.world_model import Segments
@@ -20,24 +21,6 @@ def make_model(seed: int = 0, obs_shape=OBS, randomized: bool = False, **overrid
     if randomized:
         randomize(model, seed)
     return model
-
-
-def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random values in every parameter: a fresh model starts near-uniform (GPT) or partly at zero
-    (the tokenizer's residual blocks), which would let context-dependence tests pass vacuously."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return model
-
-
-def context(b: int, model: TokenWorldModel, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    k = model.context_frames
-    frames = torch.randint(0, 256, (b, k, *model.obs_shape), generator=g, dtype=torch.uint8)
-    actions = torch.randint(0, model.num_actions, (b, k - 1), generator=g)
-    return frames, actions
 
 
 def segments(b: int, model: TokenWorldModel, length: int | None = None, pad: int = 0, seed: int = 0) -> Segments:
