@@ -19,8 +19,10 @@ The same windows as ``neuralenvs fidelity --held-out N --windows W`` with N ever
   and the band's share of the difference between them summed over the bands.
 
 Once per ``--data``: the step of each episode at which its screen first changes (quartiles), i.e.
-how long a life's start stands still; with ``--life-starts N``, the same for each dream, dreamed N
-steps from every episode's first frames under its recorded actions (NOOP after it ends).
+how long a life's start stands still, and how often a context of 4 identical frames is followed by
+a different one (the hazard a dream would learn from the data, early in a life and later); with
+``--life-starts N``, the first change for each dream too, dreamed N steps from every episode's first
+frames under its recorded actions (NOOP after it ends). With no dreams it reports the data only.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from neuralenvs.measure.horizon import long_rollouts
 from neuralenvs.registry import load_world_model
 
 BAND_ROWS = 8
+CONTEXT = 4  # frames of the still contexts counted in the data (the shipped diffusion dreams' context)
+STILL_START = 80  # a still context ending before this step of its episode is a life's still start
 
 
 @torch.no_grad()
@@ -97,6 +101,24 @@ def dreamed_first_changes(model, data: EpisodeDataset, steps: int) -> list[int |
     return [first_change(np.concatenate([context[i], dreamed[i]])) for i in range(len(episodes))]
 
 
+def still_context_changes(episodes: list[np.ndarray], context: int, early: int) -> dict[str, dict[str, float]]:
+    """Of the windows whose ``context`` frames are all the same (episodes: uint8 frames [T + 1, H, W, C]
+    each), how many have a next frame that differs: the chance per step, in the data, that a still
+    screen changes. Split by whether the window ends before step ``early`` of its episode (a life's
+    still start) or not."""
+    counts = {"early": [0, 0], "late": [0, 0]}  # [still contexts, of which the next frame changed]
+    for frames in episodes:
+        same = (frames[1:] == frames[:-1]).reshape(len(frames) - 1, -1).all(axis=1)  # same[t]: t + 1 == t
+        still = np.convolve(same, np.ones(context - 1, int), "valid") == context - 1  # frames t .. t + K - 1
+        for t in np.flatnonzero(still[: len(same) - context + 1]):
+            last = t + context - 1  # the context's last frame; same[last] says the next one repeats it
+            c = counts["early" if last < early else "late"]
+            c[0] += 1
+            c[1] += int(not same[last])
+    return {k: {"still_contexts": n, "next_changed": m, "share": m / n if n else float("nan")}
+            for k, (n, m) in counts.items()}
+
+
 def change_quartiles(firsts: list[int | None]) -> list[float] | None:
     """Min, quartiles and max of the steps that are not ``None``."""
     found = [t for t in firsts if t is not None]
@@ -140,7 +162,7 @@ def breakdown(rows: dict[str, np.ndarray], still_db: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dreams", nargs="+", help="registered dream ids or checkpoint folders")
+    parser.add_argument("dreams", nargs="*", help="registered dream ids or checkpoint folders (none: the data only)")
     parser.add_argument("--data", required=True, help="held-out episode dataset (every episode is used)")
     parser.add_argument("--steps", type=int, nargs="+", default=[15, 50])
     parser.add_argument("--windows", type=int, default=512)
@@ -156,6 +178,11 @@ def main() -> None:
     first_change_quartiles = change_quartiles([first_change(data.episode(e).frames) for e in range(data.num_episodes)])
     print(f"{args.data}: the step at which an episode's screen first changes, min / quartiles / max over "
           f"{data.num_episodes} episodes: {first_change_quartiles}")
+    still = still_context_changes([data.episode(e).frames for e in range(data.num_episodes)], CONTEXT, STILL_START)
+    for part, name in (("early", f"before step {STILL_START}"), ("late", "later")):
+        c = still[part]
+        print(f"  {c['still_contexts']} windows of {CONTEXT} identical frames ending {name} in an episode: the next "
+              f"frame differs in {c['next_changed']} ({100 * c['share']:.2f}%)")
     results, life_starts = {}, {}
     for dream in args.dreams:
         model = load_world_model(dream, device="cpu")
@@ -188,6 +215,7 @@ def main() -> None:
     if args.out:
         write_json(args.out, {"data": args.data, "windows": args.windows, "band_rows": BAND_ROWS,
                               "still_db": args.still_db, "first_change_step": first_change_quartiles,
+                              "still_contexts": still,
                               "dreams": results, "dreamed_from_life_starts": life_starts})
 
 

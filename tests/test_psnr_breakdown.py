@@ -81,3 +81,14 @@ def test_a_dream_from_each_life_start_says_when_it_first_changes_the_screen(tmp_
                             terminated=np.eye(39, dtype=bool)[-1], truncated=np.zeros(39, bool)))
     assert _script().dreamed_first_changes(still, data, steps=10) == [0, None]
     assert _script().change_quartiles([None, 3, 5]) == [3, 3.5, 4, 4.5, 5]
+
+
+def test_still_contexts_and_how_often_they_change():
+    """Windows of 3 identical frames, and whether the frame after each differs, early and late."""
+    frames = np.zeros((12, 2, 2, 3), np.uint8)
+    frames[5:, 0, 0, 0] = 9  # frames 0-4 still, then a change
+    frames[11, 1, 1, 1] = 3  # frames 5-10 still, then a change
+    counts = _script().still_context_changes([frames], context=3, early=6)
+    # still windows end at frames 2, 3, 4 (next: 3, 4 same, 5 differs) and at 7, 8, 9, 10 (11 differs)
+    assert counts["early"] == {"still_contexts": 3, "next_changed": 1, "share": pytest.approx(1 / 3)}
+    assert counts["late"] == {"still_contexts": 4, "next_changed": 1, "share": pytest.approx(1 / 4)}
