@@ -69,7 +69,7 @@ class TokenConfig:
     # (about 3x at 1, 1.3x at 16) and no more from 32 on (docs/speed.md)
     draft_max_batch: int = 16
     # a dream whose new frame has all the last frame's tokens keeps the last frame instead of decoding
-    # it again, where the tokenizer sees the frame before (Boxing's: PSNR the same, 1.1 to 1.7x as
+    # it again, where the tokenizer sees the frame before (Boxing's: PSNR the same, 1.04 to 1.7x as
     # fast; docs/speed.md)
     reuse_unchanged_frames: bool = True
 

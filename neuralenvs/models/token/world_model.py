@@ -9,7 +9,9 @@ its window except the newest frame's last one, i.e. ``(n - 1) * (P + 1) + P - 1`
 (2 tokens: the action's output gives reward, termination and the first new token), then the P - 1
 sampled tokens one at a time, and decodes the P new tokens into a frame: P transformer calls, one
 decoder call. At temperature 0 a small batch takes the same tokens in fewer calls, by guessing that
-the new frame repeats the last and checking the guesses (``TokenWorldModel._greedy_frame``).
+the new frame repeats the last and checking the guesses (``TokenWorldModel._greedy_frame``). A
+dream whose new tokens all repeat the last frame's keeps that frame and skips the decoder, where
+the decoder sees the frame before (``reuse_unchanged_frames``).
 
 Restarts and the sliding window are per dream:
 
