@@ -65,6 +65,19 @@ def random_context(b: int, model: WorldModel, seed: int = 0) -> tuple[torch.Tens
     return frames, actions
 
 
+def step_through(
+    model: WorldModel, state, actions: list[list[int]], seed: int, sample_heads: bool
+) -> tuple[object, list[tuple[torch.Tensor, ...]]]:
+    """Step a token or genie dream through ``actions`` (one list of B actions a step) with a fresh
+    generator; returns the last state and each step's frames, reward, termination and window tokens."""
+    g = torch.Generator().manual_seed(seed)
+    outputs = []
+    for a in actions:
+        state, frames, reward, terminated = model.step(state, torch.tensor(a), g, sample_heads=sample_heads)
+        outputs.append((frames, reward, terminated, state.tokens.clone()))
+    return state, outputs
+
+
 @pytest.fixture
 def single_torch_thread() -> Iterator[None]:
     """One intra-op thread for the tiny test models: on a small shared machine more threads only

@@ -6,6 +6,7 @@ learned from a recorded video from a single image."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -16,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import random_context as context
-from conftest import randomize
+from conftest import randomize, step_through
 
 from neuralenvs.data import Episode, EpisodeDataset
 from neuralenvs.models import build_model
-from neuralenvs.models.genie import GenieConfig, GenieState, GenieWorldModel
+from neuralenvs.models.genie import GenieConfig, GenieWorldModel
 from neuralenvs.models.genie.dynamics import teacher_forcing_mask
 from neuralenvs.nn.quantize import FiniteScalarQuantizer, fsq_levels
 from neuralenvs.registry import register_all
@@ -39,13 +40,8 @@ def make_model(seed: int = 0, num_actions: int | None = None, obs_shape=OBS, ran
     return randomize(model, seed) if randomized else model
 
 
-def run(model: GenieWorldModel, state: GenieState, actions: list[list[int]], seed: int, sample_heads: bool = True):
-    g = torch.Generator().manual_seed(seed)
-    outputs = []
-    for a in actions:
-        state, frames, reward, terminated = model.step(state, torch.tensor(a), g, sample_heads=sample_heads)
-        outputs.append((frames, reward, terminated, state.tokens.clone()))
-    return state, outputs
+# steps a dream through actions; the heads sample their classes
+run = functools.partial(step_through, sample_heads=True)
 
 
 MOVES = {0: (0, 0), 1: (-8, 0), 2: (8, 0), 3: (0, -8), 4: (0, 8)}  # noop, up, down, left, right

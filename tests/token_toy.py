@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
-from conftest import randomize
+from conftest import randomize, step_through
 
-from neuralenvs.models.token import TokenConfig, TokenState, TokenWorldModel
+from neuralenvs.models.token import TokenConfig, TokenWorldModel
 from neuralenvs.world_model import Segments
 
 OBS = (64, 64, 3)
@@ -42,11 +43,5 @@ def segments(b: int, model: TokenWorldModel, length: int | None = None, pad: int
     return Segments(frames, actions, rewards, terminated, torch.zeros_like(terminated), mask)
 
 
-def run(model: TokenWorldModel, state: TokenState, actions: list[list[int]], seed: int, sample_heads=False):
-    """Step through ``actions`` with a fresh generator; returns the states and every step's outputs."""
-    g = torch.Generator().manual_seed(seed)
-    outputs = []
-    for a in actions:
-        state, frames, reward, terminated = model.step(state, torch.tensor(a), g, sample_heads=sample_heads)
-        outputs.append((frames, reward, terminated, state.tokens.clone()))
-    return state, outputs
+# steps a dream through actions; the heads take their most likely class
+run = functools.partial(step_through, sample_heads=False)
