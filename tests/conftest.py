@@ -78,6 +78,14 @@ def step_through(
     return state, outputs
 
 
+def assert_same_steps(a: list[tuple[torch.Tensor, ...]], b: list[tuple[torch.Tensor, ...]], rows=slice(None)) -> None:
+    """Two runs of :func:`step_through` gave, step by step, exactly the same frames, rewards,
+    terminations and tokens in ``rows`` (all by default)."""
+    for step_a, step_b in zip(a, b, strict=True):
+        for x, y in zip(step_a, step_b, strict=True):
+            assert torch.equal(x[rows], y[rows])
+
+
 @pytest.fixture
 def single_torch_thread() -> Iterator[None]:
     """One intra-op thread for the tiny test models: on a small shared machine more threads only

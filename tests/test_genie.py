@@ -16,8 +16,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import assert_same_steps, randomize, step_through
 from conftest import random_context as context
-from conftest import randomize, step_through
 
 from neuralenvs.data import Episode, EpisodeDataset
 from neuralenvs.models import build_model
@@ -263,9 +263,7 @@ def test_restarting_one_dream_leaves_the_others_unchanged(sees_before):
     later = [[2, 0, 3], [3, 3, 3], [0, 1, 2]]
     _, a = run(model, restarted, later, seed=5)
     _, b = run(model, state, later, seed=5)
-    for (fa, ra, ta, tok_a), (fb, rb, tb, tok_b) in zip(a, b, strict=True):
-        assert torch.equal(fa[keep], fb[keep]) and torch.equal(tok_a[keep], tok_b[keep])
-        assert torch.equal(ra[keep], rb[keep]) and torch.equal(ta[keep], tb[keep])
+    assert_same_steps(a, b, keep)
 
 
 @pytest.mark.parametrize("sees_before", [False, True])

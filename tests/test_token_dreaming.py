@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import assert_same_steps
 from conftest import random_context as context
 from token_toy import NUM_ACTIONS, OBS, make_model, run
 
@@ -52,9 +53,7 @@ def test_speculative_decoding_dreams_what_the_token_loop_dreams():
         finally:
             del model.gpt.feed
     (loop_state, loop_out), (draft_state, draft_out) = results[0], results[8]
-    for (fa, ra, ta, tok_a), (fb, rb, tb, tok_b) in zip(loop_out, draft_out, strict=True):
-        assert torch.equal(tok_a, tok_b) and torch.equal(fa, fb)
-        assert torch.equal(ra, rb) and torch.equal(ta, tb)
+    assert_same_steps(loop_out, draft_out)
     assert torch.equal(loop_state.cache.lengths, draft_state.cache.lengths)
     used = torch.arange(loop_state.cache.capacity) < loop_state.cache.lengths[:, None]  # [B, slots]
     for name in ("k", "v"):
@@ -168,9 +167,7 @@ def test_restarting_one_dream_leaves_the_others_unchanged(sees_before):
     later = [[2, 0, 5], [4, 4, 4], [0, 1, 3]]
     end_a, a = run(model, restarted, later, seed=5)
     end_b, b = run(model, state, later, seed=5)
-    for (fa, ra, ta, tok_a), (fb, rb, tb, tok_b) in zip(a, b, strict=True):
-        assert torch.equal(fa[keep], fb[keep]) and torch.equal(tok_a[keep], tok_b[keep])
-        assert torch.equal(ra[keep], rb[keep]) and torch.equal(ta[keep], tb[keep])
+    assert_same_steps(a, b, keep)
     assert not torch.equal(a[0][0][1], b[0][0][1])  # dream 1 did restart
     assert end_a.num_frames.tolist() == [6, 5, 6]
     assert torch.equal(end_a.cache.k[:, keep], end_b.cache.k[:, keep])
