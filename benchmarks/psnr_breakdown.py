@@ -175,10 +175,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = EpisodeDataset(args.data)
-    first_change_quartiles = change_quartiles([first_change(data.episode(e).frames) for e in range(data.num_episodes)])
+    episode_frames = [data.episode(e).frames for e in range(data.num_episodes)]
+    first_change_quartiles = change_quartiles([first_change(frames) for frames in episode_frames])
     print(f"{args.data}: the step at which an episode's screen first changes, min / quartiles / max over "
           f"{data.num_episodes} episodes: {first_change_quartiles}")
-    still = still_context_changes([data.episode(e).frames for e in range(data.num_episodes)], CONTEXT, STILL_START)
+    still = still_context_changes(episode_frames, CONTEXT, STILL_START)
     for part, name in (("early", f"before step {STILL_START}"), ("late", "later")):
         c = still[part]
         print(f"  {c['still_contexts']} windows of {CONTEXT} identical frames ending {name} in an episode: the next "
