@@ -51,7 +51,7 @@ class PreviousFrameFeatures(nn.Module):
         x = x.to(self.conv_in.weight.dtype)
         if self.patch > 1:
             x = F.pixel_unshuffle(x, self.patch)
-        x = self.conv_in(x)
+        x = self.conv_in(x.contiguous(memory_format=torch.channels_last))  # as the diffusion U-Net's
         features = []
         for down, level, proj in zip(self.down, self.levels, self.to_decoder, strict=True):
             x = level(down(x))

@@ -63,7 +63,7 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.patch > 1:
             x = F.pixel_unshuffle(x, self.patch)
-        x = self.mid(self.stages(self.conv_in(x)))
+        x = self.mid(self.stages(self.conv_in(x.contiguous(memory_format=torch.channels_last))))
         return self.conv_out(F.silu(self.norm_out(x)))
 
 
@@ -86,7 +86,7 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor, previous: list[torch.Tensor] | None = None) -> torch.Tensor:
         """``previous``: :class:`PreviousFrameFeatures`' maps, added where each level begins."""
-        x = self.mid(self.conv_in(z))
+        x = self.mid(self.conv_in(z.contiguous(memory_format=torch.channels_last)))  # faster convolutions
         x = self.stages(x) if previous is None else decode_with_features(self.stages, x, previous)
         x = self.conv_out(F.silu(self.norm_out(x)))
         return F.pixel_shuffle(x, self.patch) if self.patch > 1 else x
