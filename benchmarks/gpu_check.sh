@@ -4,11 +4,11 @@
 #   2. dreamed transitions/s at batch 256, 1,024 and 4,096 in bf16 for every shipped dream (every
 #      family), beside fp32 and bf16 matmul peaks timed in the same run,
 #   3. the Boxing token dream at those batches again with speculative decoding on at every batch
-#      size (on a CPU it pays only up to 16 dreams, docs/speed.md; on a GPU, whose calls are
+#      size (on a CPU it pays only up to 16 dreams, docs/speed_levers.md; on a GPU, whose calls are
 #      launch-bound, it may pay at any size: compare with step 2's token rows),
 #   4. the KungFuMaster diffusion dream compiled with torch.compile's "reduce-overhead" mode (CUDA
 #      graphs) at batch 1,024 and 4,096 (compiling counts against the 2 minutes it is given; on a
-#      CPU the compiled U-Net runs 1.2 to 1.3 times as fast, docs/speed.md).
+#      CPU the compiled U-Net runs 1.2 to 1.3 times as fast, docs/speed_levers.md).
 # Writes everything under one folder (default benchmarks/results/gpu; first argument to change it).
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]

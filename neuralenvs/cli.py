@@ -218,7 +218,7 @@ def _add_fidelity_options(p: argparse.ArgumentParser) -> None:
 def _add_compile_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
                    help="compile the dream with torch.compile (optionally in MODE, e.g. reduce-overhead on a "
-                        "GPU; what it gives: docs/speed.md); falls back to eager with a warning where it fails")
+                        "GPU; what it gives: docs/speed_levers.md); falls back to eager with a warning where it fails")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -81,7 +81,7 @@ class DreamVectorEnv(VectorEnv):
         compile: ``False`` (the default), ``True`` or a ``torch.compile`` mode: compile the modules
             the family names (:meth:`WorldModel.compiled_modules`: the diffusion dreams' U-Net) for
             ``num_envs`` dreams, here, before the first reset (:func:`compile_for_dreaming`; speed
-            and cost in docs/speed.md). Where compiling fails, a warning says so and the dream runs
+            and cost in docs/speed_levers.md). Where compiling fails, a warning says so and the dream runs
             as it would without; ``compiled`` says which happened.
 
     ``step`` returns rewards as float32 (the dtype SB3 buffers use; gymnasium's own vector envs use

@@ -68,7 +68,7 @@ class DiffusionWorldModel(WorldModel):
 
     def compiled_modules(self) -> tuple[nn.Module, ...]:
         # the U-Net, called once a step per Euler step at the batch's shape: compiled, its group
-        # norms, SiLUs and scale-and-shifts fuse (docs/speed.md, "The diffusion dreams compiled");
+        # norms, SiLUs and scale-and-shifts fuse (docs/speed_levers.md, "The diffusion dreams compiled");
         # the reward model restarts at other shapes, and the token and genie dreams gained nothing
         # measurable
         return (self.denoiser.net,)

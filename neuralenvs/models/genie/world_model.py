@@ -74,7 +74,7 @@ class GenieWorldModel(FrameTokens, WorldModel):
 
     family = "genie"
     config_class = GenieConfig
-    cpu_bf16_min_batch = 2  # one genie dream steps 1.2x as fast in fp32 on a CPU (docs/speed.md)
+    cpu_bf16_min_batch = 2  # one genie dream steps 1.2x as fast in fp32 on a CPU (docs/speed_levers.md)
     labelled_stages = ("heads",)
 
     def __init__(self, config: GenieConfig, obs_shape: tuple[int, int, int], num_actions: int | None = None) -> None:

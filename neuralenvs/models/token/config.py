@@ -66,11 +66,11 @@ class TokenConfig:
     # at temperature 0, batches of at most this many dreams guess a frame's tokens as the last
     # frame's and check the guesses in one pass (speculative decoding, the same tokens in fewer
     # passes: TokenWorldModel._greedy_frame); 0: never. On a 2-core CPU it pays up to 16 dreams
-    # (about 3x at 1, 1.3x at 16) and no more from 32 on (docs/speed.md)
+    # (about 3x at 1, 1.3x at 16) and no more from 32 on (docs/speed_levers.md)
     draft_max_batch: int = 16
     # a dream whose new frame has all the last frame's tokens keeps the last frame instead of decoding
     # it again, where the tokenizer sees the frame before (Boxing's: PSNR the same, 1.04 to 1.7x as
-    # fast; docs/speed.md)
+    # fast; docs/speed_levers.md)
     reuse_unchanged_frames: bool = True
 
     # ---- training (read by the trainer; see ``TokenWorldModel.training_losses``)
