@@ -37,7 +37,7 @@ class GenieConfig:
     """
 
     # how a trained model dreams, not what it learned: `neuralenvs resample` may change these
-    DREAM_TIME_FIELDS: ClassVar[tuple[str, ...]] = ("maskgit_steps", "temperature", "sample_action_map")
+    DREAM_TIME_FIELDS: ClassVar[tuple[str, ...]] = ("maskgit_steps", "temperature", "sample_action_map", "slide_frames")
 
     # ---- tokenizer: frame -> (H / f) x (W / f) tokens, f = tok_patch_size * 2^(levels - 1)
     vocab_size: int = 1024
@@ -72,6 +72,11 @@ class GenieConfig:
     maskgit_steps: int = 25  # refinement passes per dreamed frame (Genie: 25)
     temperature: float = 1.0  # token sampling temperature; 0 takes the most likely token
     sample_action_map: bool = True  # dream-time real action -> latent: sample the fitted map, or argmax
+    # frames a full window drops at once: 1 recomputes the window's keys and values at every step;
+    # more lets the window grow again frame by frame, each new frame's keys and values added to the
+    # others', at a shorter context on average (at most context_length - num_context_frames, so that
+    # a restarted dream's real frames always fit before the frame it dreams)
+    slide_frames: int = 1
 
     # ---- reward and termination heads, on the dynamics' features of the dreamed frame
     head_hidden: int = 256
@@ -97,6 +102,8 @@ class GenieConfig:
         check_minimum(self, 2, "vocab_size")
         check_minimum(self, 0, "temperature")
         check_transformer_window(self)
+        high = self.context_length - self.num_context_frames
+        check_between(self, "slide_frames", 1, high, "context_length - num_context_frames")
         check_between(self, "tok_previous_reconstructed", 0.0, 1.0)
         check_minimum(self, 0, "adversarial_weight")
         if self.lam_transitions < 0:

@@ -1,9 +1,11 @@
 """The dynamics model: a spatio-temporal transformer that dreams the next frame's tokens by MaskGIT.
 
 A window holds up to ``context_length`` frames at temporal positions ``0 .. W - 1``; the frame
-being dreamed always sits at the last position, ``W - 1``, and the real or dreamed frames before it
-at the positions just before (right-aligned; a dream with fewer frames leaves the first positions
-empty and masked out, exactly as a training segment that starts at an episode's beginning does).
+being dreamed sits just after the real or dreamed frames before it: at the last position, ``W - 1``,
+when the window is full, earlier while a window that slid by several frames fills up again. A dream
+with fewer frames leaves the first positions empty and masked out, exactly as a training segment that
+starts at an episode's beginning does. Training predicts a frame at every position from the frames
+before it, so each of these is a case it learned.
 
 Every token is embedded as ``token embedding + spatial position + temporal position + the latent
 action that led into its frame`` (Genie adds action embeddings to the frame they produce). The
@@ -21,8 +23,9 @@ trained in one pass.
 Dreaming a frame (``maskgit_steps`` passes): start with every token masked; each pass predicts all
 masked tokens, samples them at ``temperature``, and keeps the most confident ones, so that after
 pass ``n`` of ``N`` a share ``cos(pi/2 * n/N)`` of the tokens is still masked (none after the last).
-The clean past frames' keys and values are computed once per dreamed frame and reused by every
-pass.
+The clean past frames' keys and values are computed once and reused by every pass; the last pass
+over the finished frame gives its own, so a window can grow frame by frame without recomputing the
+frames before (``slide_frames`` in the world model).
 """
 
 from __future__ import annotations
@@ -65,8 +68,8 @@ class Dynamics(nn.Module):
     # ---- dreaming -------------------------------------------------------------------------------
 
     def prefill(self, tokens: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor) -> list[LayerKV]:
-        """Keys and values of a window's clean past frames (``tokens[B, W - 1, S]``, incoming
-        ``actions[B, W - 1]``, ``valid[B, W - 1]``) at positions ``0 .. W - 2``."""
+        """Keys and values of a window's clean past frames (``tokens[B, T, S]``, incoming
+        ``actions[B, T]``, ``valid[B, T]``, ``T < W``) at positions ``0 .. T - 1``."""
         t = tokens.shape[1]
         x = self.embed(tokens, actions, torch.arange(t, device=tokens.device))
         _, kv = self.transformer(x, clean_mask(valid), return_kv=True)
@@ -75,13 +78,24 @@ class Dynamics(nn.Module):
     def new_frame(
         self, tokens: torch.Tensor, action: torch.Tensor, context: list[LayerKV], valid: torch.Tensor
     ) -> torch.Tensor:
-        """Features ``[B, S, dim]`` of the frame at the last position (``tokens[B, S]``, masks
-        allowed, reached by ``action[B]``), attending to the ``context`` of :meth:`prefill`."""
-        x = self.embed(tokens[:, None], action[:, None], torch.tensor([self.window - 1], device=tokens.device))
+        """Features ``[B, S, dim]`` of the frame after the ``context`` of :meth:`prefill` (``tokens[B,
+        S]``, masks allowed, reached by ``action[B]``; ``valid[B, T]`` marks the context's frames)."""
+        return self.new_frame_and_kv(tokens, action, context, valid)[0]
+
+    def new_frame_and_kv(
+        self, tokens: torch.Tensor, action: torch.Tensor, context: list[LayerKV], valid: torch.Tensor
+    ) -> tuple[torch.Tensor, list[LayerKV]]:
+        """:meth:`new_frame`, and every layer's keys and values of the frame: with its finished
+        tokens, what :meth:`prefill` would give it at its position (the one after the context's ``T``
+        frames), to be added to the context."""
+        position = valid.shape[1]
+        if position >= self.window:
+            raise ValueError(f"a window of {self.window} frames has no position after {position} frames")
+        x = self.embed(tokens[:, None], action[:, None], torch.tensor([position], device=tokens.device))
         ones = torch.ones_like(valid[:, :1])
-        mask = torch.cat([valid, ones], dim=1)[:, None]  # [B, 1, W]: the valid past frames and itself
-        out, _ = self.transformer(x, mask, context)
-        return out[:, 0]
+        mask = torch.cat([valid, ones], dim=1)[:, None]  # [B, 1, T + 1]: the valid past frames and itself
+        out, kv = self.transformer(x, mask, context, return_kv=True)
+        return out[:, 0], kv
 
     @torch.no_grad()
     def sample(

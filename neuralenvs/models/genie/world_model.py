@@ -43,6 +43,7 @@ from neuralenvs.models.genie.latent_action import LatentActionModel
 from neuralenvs.models.genie.tokenizer import Tokenizer
 from neuralenvs.nn.frame_tokens import FrameTokens
 from neuralenvs.nn.reward_end import NUM_REWARD_CLASSES, choose_classes, class_to_reward, reward_to_class
+from neuralenvs.nn.spatiotemporal import LayerKV
 from neuralenvs.world_model import Segments, StepResult, WorldModel, frames_to_float
 
 STAGES = ("tokenizer", "latent_actions", "dynamics", "heads")
@@ -50,15 +51,22 @@ STAGES = ("tokenizer", "latent_actions", "dynamics", "heads")
 
 @dataclass
 class GenieState:
-    """B dreams: the last ``context_length - 1`` frames of each, right-aligned (the newest last),
-    on the model's device."""
+    """B dreams' windows, on the model's device. Slots ``0 .. length - 1`` hold each dream's last
+    frames, the newest at ``length - 1``, and the next frame is dreamed at temporal position
+    ``length``; a dream that (re)started within the window leaves its first slots empty. ``context``
+    holds the dynamics' keys and values of those slots, or is ``None`` when the next step must
+    compute them (after a window slid, or with ``slide_frames`` 1, always)."""
 
     tokens: torch.Tensor  # long [B, W - 1, S]
     latents: torch.Tensor  # long [B, W - 1]: the latent action that led into each frame
-    valid: torch.Tensor  # bool [B, W - 1]: False where a dream has no frame yet
+    valid: torch.Tensor  # bool [B, W - 1]: False where a dream has no frame (yet)
+    length: int  # slots in use, the same for every dream of the batch
     # uint8 [B, H, W, C]: each dream's newest frame, which a tokenizer that sees the frame before
     # decodes the next one with (``None`` for one that does not)
     last_frame: torch.Tensor | None = None
+    # per layer, keys and values [B * S, heads, length, head_dim]; never changed in place, so copies
+    # of a state share them
+    context: list[LayerKV] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -66,7 +74,8 @@ class GenieState:
 
     def clone(self) -> GenieState:
         last = None if self.last_frame is None else self.last_frame.clone()
-        return GenieState(self.tokens.clone(), self.latents.clone(), self.valid.clone(), last)
+        context = None if self.context is None else list(self.context)
+        return GenieState(self.tokens.clone(), self.latents.clone(), self.valid.clone(), self.length, last, context)
 
 
 class GenieWorldModel(FrameTokens, WorldModel):
@@ -153,18 +162,30 @@ class GenieWorldModel(FrameTokens, WorldModel):
         """Start dreams from K real frames: their tokens, and the latent actions between them read
         by the LAM (``actions`` are validated but not used: see the module docstring)."""
         frames, _ = self.check_context(frames, actions)
+        return self._start_windows(frames, self.window - 1)
+
+    def _start_windows(self, frames: torch.Tensor, length: int) -> GenieState:
+        """Windows of ``length`` slots whose last K hold the real ``frames`` uint8 [B, K, H, W, C]."""
         b, k = frames.shape[:2]
         w1 = self.window - 1
         state = GenieState(
             tokens=torch.zeros(b, w1, self.tokens_per_frame, dtype=torch.long, device=self.device),
             latents=torch.full((b, w1), self.config.n_latent, dtype=torch.long, device=self.device),
             valid=torch.zeros(b, w1, dtype=torch.bool, device=self.device),
+            length=length,
             last_frame=frames[:, -1].to(self.device).clone() if self.tokenizer.sees_previous_frame else None,
         )
-        state.tokens[:, w1 - k :] = self.encode(frames)
-        state.latents[:, w1 - k + 1 :] = self.infer_latent_actions(frames)
-        state.valid[:, w1 - k :] = True
+        state.tokens[:, length - k : length] = self.encode(frames)
+        state.latents[:, length - k + 1 : length] = self.infer_latent_actions(frames)
+        state.valid[:, length - k : length] = True
         return state
+
+    def _context(self, state: GenieState) -> list[LayerKV]:
+        """The dynamics' keys and values of the state's window: cached, or computed now."""
+        if state.context is not None:
+            return state.context
+        n = state.length
+        return self.dynamics.prefill(state.tokens[:, :n], self._incoming(state)[:, :n], state.valid[:, :n])
 
     def _incoming(self, state: GenieState) -> torch.Tensor:
         """The incoming latent action of every window frame, ``[UNKNOWN]`` where the frame before
@@ -188,22 +209,46 @@ class GenieWorldModel(FrameTokens, WorldModel):
         if latents.numel() and (latents.min() < 0 or latents.max() >= self.config.n_latent):
             raise ValueError(f"latent actions must be in [0, {self.config.n_latent})")
         cfg = self.config
-        context = self.dynamics.prefill(state.tokens, self._incoming(state), state.valid)
-        tokens = self.dynamics.sample(context, state.valid, latents, cfg.maskgit_steps, cfg.temperature, generator)
-        features = self.dynamics.new_frame(tokens, latents, context, state.valid)
+        context, valid = self._context(state), state.valid[:, : state.length]
+        tokens = self.dynamics.sample(context, valid, latents, cfg.maskgit_steps, cfg.temperature, generator)
+        features, new_kv = self.dynamics.new_frame_and_kv(tokens, latents, context, valid)
         rew_logits, end_logits = self.heads(features)
         rew_logits = rew_logits.float() + self.reward_logit_offset.float()
-        new = GenieState(
-            tokens=torch.cat([state.tokens[:, 1:], tokens[:, None]], dim=1),
-            latents=torch.cat([state.latents[:, 1:], latents[:, None]], dim=1),
-            valid=F.pad(state.valid[:, 1:], (0, 1), value=True),
-        )
+        new = self._grown(state, tokens, latents, context, new_kv)
         frames = self.decode(tokens, state.last_frame)
         if state.last_frame is not None:
             new.last_frame = frames
         reward = class_to_reward(choose_classes(rew_logits, sample_heads, generator))
         terminated = choose_classes(end_logits.float(), sample_heads, generator).bool()
         return StepResult(new, frames, reward, terminated)
+
+    def _grown(
+        self, state: GenieState, tokens: torch.Tensor, latents: torch.Tensor, context: list[LayerKV],
+        new_kv: list[LayerKV],
+    ) -> GenieState:
+        """The windows with the new frame (``tokens[B, S]``, reached by ``latents[B]``, keys and values
+        ``new_kv``) after the others. A window with room keeps its context and adds the new frame's;
+        a full one drops its oldest ``slide_frames`` frames, and the next step recomputes the rest."""
+        n, w1 = state.length, self.window - 1
+        kept = (
+            torch.cat([state.tokens[:, :n], tokens[:, None]], dim=1),
+            torch.cat([state.latents[:, :n], latents[:, None]], dim=1),
+            F.pad(state.valid[:, :n], (0, 1), value=True),
+        )
+        if n < w1:
+            pairs = zip(context, new_kv, strict=True)
+            grown = [(torch.cat([k, nk], dim=2), torch.cat([v, nv], dim=2)) for (k, v), (nk, nv) in pairs]
+        else:
+            kept, grown = tuple(x[:, self.config.slide_frames :] for x in kept), None
+        length = kept[0].shape[1]
+        pad = w1 - length
+        return GenieState(
+            tokens=F.pad(kept[0], (0, 0, 0, pad)),
+            latents=F.pad(kept[1], (0, pad), value=self.config.n_latent),
+            valid=F.pad(kept[2], (0, pad), value=False),
+            length=length,
+            context=grown,
+        )
 
     @torch.no_grad()
     def step(
@@ -226,11 +271,17 @@ class GenieWorldModel(FrameTokens, WorldModel):
         mask = self.check_reset_mask(mask, state.batch_size, frames, actions)
         if not mask.any():
             return state
-        fresh = self.init_state(frames, actions)
+        fresh = self._start_windows(frames, state.length)  # the restarted dreams' frames end where the others' do
         new = state.clone()
         new.tokens[mask], new.latents[mask], new.valid[mask] = fresh.tokens, fresh.latents, fresh.valid
         if new.last_frame is not None:
             new.last_frame[mask] = fresh.last_frame
+        if state.context is not None:  # only the restarted dreams' keys and values are computed
+            rows, s = mask.nonzero().flatten(), self.tokens_per_frame
+            new.context = [
+                (_with_rows(k, rows, fresh_k, s), _with_rows(v, rows, fresh_v, s))
+                for (k, v), (fresh_k, fresh_v) in zip(state.context, self._context(fresh), strict=True)
+            ]
         return new
 
     # ---- training -----------------------------------------------------------------------------
@@ -388,3 +439,11 @@ class GenieWorldModel(FrameTokens, WorldModel):
         end = F.cross_entropy(end_logits.flatten(0, 1).float(), terminated.long().flatten(), reduction="none")
         rew, end = (rew * valid).sum() / count, (end * valid).sum() / count
         return {"heads": rew + end, "reward": rew, "termination": end}
+
+
+def _with_rows(kv: torch.Tensor, rows: torch.Tensor, values: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
+    """A copy of one layer's keys or values ``kv[B * S, ...]`` whose dreams ``rows`` [M] hold
+    ``values[M * S, ...]``."""
+    out = kv.reshape(-1, tokens_per_frame, *kv.shape[1:]).clone()
+    out[rows] = values.reshape(-1, tokens_per_frame, *values.shape[1:]).to(out.dtype)
+    return out.reshape(kv.shape)
