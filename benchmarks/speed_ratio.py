@@ -13,12 +13,24 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from neuralenvs.bench.report import write_json
+from neuralenvs.registry import resolve_checkpoint
+
+
+def _name(dream: str) -> str:
+    """A dream's checkpoint folder name, so that a run that named it by its gym id
+    (``neuralenvs/Boxing-genie-v0``) pairs with one that named its folder (``checkpoints/boxing-genie``,
+    as a git worktree of an older commit does)."""
+    try:
+        return resolve_checkpoint(dream).name
+    except ValueError:  # a folder that is gone since the run
+        return Path(dream).name
 
 
 def _rows(run: dict, precision: str) -> dict[tuple[str, int], dict]:
-    return {(r["dream"], r["batch"]): r for r in run["rows"] if r.get("precision", "fp32") == precision}
+    return {(_name(r["dream"]), r["batch"]): r for r in run["rows"] if r.get("precision", "fp32") == precision}
 
 
 def _loops(run: dict) -> dict[str, dict]:
