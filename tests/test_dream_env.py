@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import random_context
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
@@ -414,6 +415,19 @@ def test_bad_actions_raise_and_advance_nothing(world_model: WorldModel, start_ba
     for act in actions[1:]:
         for x, y in zip(env.step(act)[:4], reference.step(act)[:4], strict=True):
             assert np.array_equal(x, y)
+
+
+def test_a_restart_checks_its_new_context(world_model: WorldModel) -> None:
+    """``reset_where`` is given real context as ``init_state`` is, and checks it as strictly."""
+    frames, actions = random_context(2, world_model)
+    state = world_model.init_state(frames, actions)
+    mask = torch.tensor([False, True])
+    with pytest.raises(TypeError, match="uint8"):
+        world_model.reset_where(state, mask, frames[:1].float(), actions[:1])
+    with pytest.raises(ValueError, match="context frames must have shape"):
+        world_model.reset_where(state, mask, frames[:1, :, :8], actions[:1])
+    with pytest.raises(ValueError, match=r"actions must be in \[0, "):
+        world_model.reset_where(state, mask, frames[:1], actions[:1] + world_model.num_actions)
 
 
 def test_step_before_reset_and_bad_construction(world_model: WorldModel, start_bank: StartBank) -> None:

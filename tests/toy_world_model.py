@@ -97,12 +97,10 @@ class ToyWorldModel(WorldModel):
     def reset_where(
         self, state: torch.Tensor, mask: torch.Tensor, frames: torch.Tensor, actions: torch.Tensor
     ) -> torch.Tensor:
-        if int(mask.sum()) != frames.shape[0]:
-            raise ValueError(
-                f"mask selects {int(mask.sum())} dreams but {frames.shape[0]} contexts were given"
-            )
+        mask = self.check_reset_mask(mask, state.shape[0], frames, actions)
+        frames, _ = self.check_context(frames, actions)
         new_state = state.clone()
-        new_state[mask] = frames.to(state.device)
+        new_state[mask] = frames
         return new_state
 
     def training_losses(self, batch: Segments) -> dict[str, Any]:

@@ -271,6 +271,7 @@ class GenieWorldModel(FrameTokens, WorldModel):
         mask = self.check_reset_mask(mask, state.batch_size, frames, actions)
         if not mask.any():
             return state
+        frames, _ = self.check_context(frames, actions)
         fresh = self._start_windows(frames, state.length)  # the restarted dreams' frames end where the others' do
         new = state.clone()
         new.tokens[mask], new.latents[mask], new.valid[mask] = fresh.tokens, fresh.latents, fresh.valid
