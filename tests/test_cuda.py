@@ -4,6 +4,7 @@ machine. What does not need a GPU (device selection, dtype handling) is tested i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -14,6 +15,7 @@ from toy_world_model import synthetic_episodes
 
 from neuralenvs.envs.dream import DreamVectorEnv
 from neuralenvs.envs.starts import StartBank
+from neuralenvs.models import build_model
 
 # NEURALENVS_CUDA_TEST_DEVICE=cpu runs these checks on the CPU, to check the tests themselves
 DEVICE = os.environ.get("NEURALENVS_CUDA_TEST_DEVICE", "cuda")
@@ -33,6 +35,24 @@ def test_every_family_dreams_on_the_gpu(family: str, precision: str) -> None:
         obs, reward, terminated, truncated, _ = env.step(torch.zeros(64, dtype=torch.long, device=DEVICE))
     assert reward.device.type == DEVICE and torch.isfinite(reward).all()
     assert next(model.parameters()).dtype == torch.float32  # bf16 is autocast, the weights stay fp32
+
+
+def test_a_genie_window_that_slides_by_two_keeps_its_keys_on_the_gpu() -> None:
+    """The shipped genie dream's setting: cached keys grow, slide and restart row by row on the GPU."""
+    model = build_model("genie", "tiny", (64, 64, 3), 6)
+    model.config = dataclasses.replace(model.config, slide_frames=2)
+    episodes = synthetic_episodes(2, 12, model.obs_shape, model.num_actions)
+    bank = StartBank.cut(episodes, model.context_frames, 8, np.random.default_rng(0))
+    env = DreamVectorEnv(model, bank, num_envs=16, horizon=3, device=DEVICE, output="torch", precision="bf16")
+    env.reset(seed=0)
+    cached = 0
+    for _ in range(7):  # restarts every third step, slides every second
+        obs, reward, *_ = env.step(torch.ones(16, dtype=torch.long, device=DEVICE))
+        assert obs.device.type == DEVICE and torch.isfinite(reward).all()
+        if env.state.context is not None:
+            assert env.state.context[0][0].device.type == DEVICE
+            cached += 1
+    assert cached >= 3
 
 
 @pytest.mark.parametrize("family", ["diffusion", "token", "genie"])
