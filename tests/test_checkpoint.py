@@ -582,7 +582,7 @@ def test_fuzz_corruption(toy, tmp_path: Path, record_property) -> None:
 @pytest.mark.parametrize("family,setting,trained", [
     ("diffusion", {"num_denoising_steps": 1, "drop_change_levels": 4}, {"channels": [4, 4]}),
     ("token", {"slide_frames": 2}, {"embed_dim": 16}),
-    ("genie", {"maskgit_steps": 1}, {"num_layers": 1}),
+    ("genie", {"maskgit_steps": 1, "slide_frames": 2}, {"num_layers": 1}),
 ])
 def test_every_family_resamples_its_dream_time_settings_and_nothing_else(tmp_path, family, setting, trained):
     from neuralenvs.checkpoint import resample
@@ -598,7 +598,7 @@ def test_every_family_resamples_its_dream_time_settings_and_nothing_else(tmp_pat
     resampled = load_world_model(tmp_path / "b", device="cpu")
     assert {name: getattr(resampled.config, name) for name in setting} == setting
     state = resampled.init_state(torch.zeros(2, k, 16, 16, 3, dtype=torch.uint8), torch.zeros(2, k - 1).long())
-    for _ in range(4):  # long enough for a token window to slide
+    for _ in range(4):  # long enough for a token or genie window to slide
         state, frames, _, _ = resampled.step(state, torch.zeros(2).long(), torch.Generator().manual_seed(0))
     assert frames.shape == (2, 16, 16, 3)
     with pytest.raises(ValueError, match="cannot change after training"):
