@@ -173,11 +173,10 @@ def test_sliding_by_one_frame_recomputes_the_full_window_every_step():
         assert state.length == model.window - 1 and state.context is None and state.valid.all()
 
 
-@pytest.mark.parametrize("slide", [1, 2])
-def test_a_sliding_dream_restarted_keeps_the_others_and_matches_its_own_batch(slide):
+def test_a_sliding_dream_restarted_keeps_the_others_and_matches_its_own_batch():
     """With the window sliding by 2, a restart leaves the other dreams' frames exactly as they would
-    have been, and a greedy dream is the same alone or in a batch."""
-    model = make_model(randomized=True, temperature=0.0, slide_frames=slide)
+    have been, and a greedy dream is the same alone or in a batch (sliding by 1: the tests above)."""
+    model = make_model(randomized=True, temperature=0.0, slide_frames=2)
     frames, actions = context(3, model, seed=2)
     steps = [[1, 2, 3], [0, 0, 1], [2, 2, 2], [3, 1, 0], [0, 0, 0], [1, 0, 1]]
     state, batched = run(model, model.init_state(frames, actions), steps[:3], seed=0, sample_heads=False)
