@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from neuralenvs.bench.report import write_json
 
 
@@ -114,6 +116,46 @@ def test_speed_ab_times_dreams_in_turns_and_gives_ratios_to_the_first(tmp_path: 
     assert rows[0]["ratio_to_first"] == 1.0
     assert all(len(r["transitions_per_second"]) == 2 and min(r["transitions_per_second"]) > 0 for r in rows)
     assert rows[1]["ratio_to_first"] == rows[1]["median"] / rows[0]["median"]
+
+
+def test_speed_ab_times_one_dream_in_two_precisions_in_turns(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    genie = "neuralenvs/Boxing-genie-v0"
+    out = tmp_path / "ab.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "speed_ab.py"
+    subprocess.run(
+        [sys.executable, str(script), genie, "--precision", "fp32", "bf16", "--batches", "2",
+         "--rounds", "1", "--seconds", "0.05", "--threads", "1", "--out", str(out)],
+        check=True, capture_output=True,
+    )
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["dream"], r["precision"], r["batch"]) for r in rows] == [(genie, "fp32", 2), (genie, "bf16", 2)]
+    assert rows[0]["ratio_to_first"] == 1.0 and rows[1]["median"] > 0
+
+
+def test_speed_ratio_pairs_dreams_by_name_and_takes_medians_over_pairs() -> None:
+    from benchmark_scripts import load_benchmark
+
+    speed_ratio = load_benchmark("speed_ratio")
+
+    def run(peak: float, rate: float, loop: float, dream: str) -> dict:
+        row = {"dream": dream, "batch": 16, "precision": "fp32", "transitions_per_second": rate,
+               "flops_per_transition": 1e8, "per_fp32_gflops": rate / peak}
+        return {"matmul_peak_flops": {"fp32": peak * 1e9}, "rows": [row],
+                "loops": [{"checkpoint": "neuralenvs/Boxing-genie-v0", "loop_transitions_per_second": loop}]}
+
+    # the older run named the dream by its folder, the newer by its gym id
+    pairs = [speed_ratio.compare(run(200, 100, 50, "checkpoints/boxing-genie"),
+                                 run(100, 150, 60, "neuralenvs/Boxing-genie-v0"), "fp32", "fp32"),
+             speed_ratio.compare(run(100, 100, 50, "checkpoints/boxing-genie"),
+                                 run(100, 300, 100, "neuralenvs/Boxing-genie-v0"), "fp32", "fp32")]
+    assert [(r["dream"], r["as_timed"], r["ratio"]) for r in pairs[0]["dreams"]] == [("boxing-genie", 1.5, 3.0)]
+    assert (pairs[0]["loops"][0]["as_timed"], pairs[0]["loops"][0]["ratio"]) == pytest.approx((1.2, 2.4))
+    medians = speed_ratio.medians(pairs)
+    assert medians["dreams"] == [{"dream": "boxing-genie", "batch": 16, "pairs": 2, "as_timed": 2.25, "ratio": 3.0}]
+    assert (medians["loops"][0]["as_timed"], medians["loops"][0]["ratio"]) == pytest.approx((1.6, 2.2))
 
 
 def test_the_narrow_agent_encoder_is_natures_layout_at_half_the_width() -> None:
