@@ -21,8 +21,9 @@ from neuralenvs.world_model import WorldModel
 PRECISIONS = ("fp32", "bf16", "auto")
 # bf16 where the hardware runs it natively: the shipped dreams' PSNR at steps 1 to 50 moves by at
 # most 0.2 dB from fp32's, and they dream 1.1 to 2 times as fast at batch 16 to 256 on a 2-core
-# EPYC with AVX-512 bf16; on a CPU, not below the family's ``WorldModel.cpu_bf16_min_batch`` (a
-# single token or genie dream runs 1.7x / 1.2x as fast in fp32 there; docs/speed_levers.md)
+# EPYC with AVX-512 bf16; on a CPU, not below the family's ``WorldModel.cpu_bf16_min_batch`` (token
+# and genie dreams, whose steps are many small operations, ran as fast or faster in fp32 below 64
+# and 16 dreams; docs/speed_levers.md, "Which precision pays")
 DEFAULT_PRECISION = "auto"
 
 # torch.compile's modes; True means "default"

@@ -83,7 +83,8 @@ class GenieWorldModel(FrameTokens, WorldModel):
 
     family = "genie"
     config_class = GenieConfig
-    cpu_bf16_min_batch = 2  # one genie dream steps 1.2x as fast in fp32 on a CPU (docs/speed_levers.md)
+    # bf16 autocast paid from 16 genie dreams up, not at 1 to 8 (docs/speed_levers.md, "Which precision pays")
+    cpu_bf16_min_batch = 16
     labelled_stages = ("heads",)
 
     def __init__(self, config: GenieConfig, obs_shape: tuple[int, int, int], num_actions: int | None = None) -> None:

@@ -76,7 +76,9 @@ class TokenWorldModel(FrameTokens, WorldModel):
 
     family = "token"
     config_class = TokenConfig
-    cpu_bf16_min_batch = 2  # one token dream steps 1.7x as fast in fp32 on a CPU (docs/speed_levers.md)
+    # bf16 autocast paid no token dream below 64 on either EPYC measured (docs/speed_levers.md, "Which
+    # precision pays")
+    cpu_bf16_min_batch = 64
 
     def __init__(self, config: TokenConfig, obs_shape: tuple[int, int, int], num_actions: int) -> None:
         super().__init__(config, obs_shape, num_actions)
