@@ -107,7 +107,7 @@ class DiffusionConfig:
     # distillation only (``DiffusionWorldModel.distillation_losses``): the weight of the real frames'
     # denoising loss beside the teacher's. Copying the teacher alone leaves a student behind it at one
     # step; real frames alone teach a one-step dream the mean of what may come, a still stage that
-    # never brings a fighter on (docs/speed_levers.md)
+    # never brings a fighter on (docs/lean_denoiser.md)
     distill_real_weight: float = 0.0
     # distillation only: both models see each context with the training noise above added (and are
     # told its level), so the student learns how the teacher takes a dream's small errors back out
