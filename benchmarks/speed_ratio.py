@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
-
-import numpy as np
 
 from neuralenvs.bench.report import write_json
 from neuralenvs.registry import resolve_checkpoint
@@ -73,8 +72,8 @@ def medians(pairs: list[dict]) -> dict:
                 groups.setdefault(key_of(row), []).append(row)
         names = ("dream", "batch") if section == "dreams" else ("checkpoint",)
         return [{**dict(zip(names, key, strict=True)),
-                 "pairs": len(rows), "as_timed": float(np.median([r["as_timed"] for r in rows])),
-                 "ratio": float(np.median([r["ratio"] for r in rows]))}
+                 "pairs": len(rows), "as_timed": statistics.median(r["as_timed"] for r in rows),
+                 "ratio": statistics.median(r["ratio"] for r in rows)}
                 for key, rows in sorted(groups.items()) if len(rows) == len(pairs)]
     return {"dreams": median_of(lambda r: (r["dream"], r["batch"]), "dreams"),
             "loops": median_of(lambda r: (r["checkpoint"],), "loops")}
