@@ -22,7 +22,7 @@ PRECISIONS = ("fp32", "bf16", "auto")
 # bf16 where the hardware runs it natively: the shipped dreams' PSNR at steps 1 to 50 moves by at
 # most 0.2 dB from fp32's, and they dream 1.1 to 2 times as fast at batch 16 to 256 on a 2-core
 # EPYC with AVX-512 bf16; on a CPU, not below the family's ``WorldModel.cpu_bf16_min_batch`` (token
-# and genie dreams, whose steps are many small operations, ran as fast or faster in fp32 below 64
+# and genie dreams, whose steps are many small operations, ran as fast or faster in fp32 below 32
 # and 16 dreams; docs/speed_levers.md, "Which precision pays")
 DEFAULT_PRECISION = "auto"
 
