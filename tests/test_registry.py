@@ -1,4 +1,5 @@
-"""Gym ids and the command line: dream ids from checkpoints, Dream-v0, list_envs, load_world_model."""
+"""Gym ids and the command line: dream ids from checkpoints, Dream-v0, list_envs, load_world_model, and
+every family's dream-time settings changed by `resample`."""
 
 import json
 import subprocess
@@ -10,10 +11,10 @@ import pytest
 import torch
 
 import neuralenvs
-from neuralenvs.checkpoint import save_checkpoint
+from neuralenvs.checkpoint import resample, save_checkpoint
 from neuralenvs.envs.dream import DreamEnv, DreamVectorEnv
 from neuralenvs.models import build_model
-from neuralenvs.registry import register_all
+from neuralenvs.registry import load_world_model, register_all
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +109,25 @@ def test_starts_from_a_dataset_adds_as_many_windows_of_its_episodes(tmp_path):
         with_starts_from(bank, str(tmp_path / "own"), num_actions=18, seed=0)
     video_like = StartBank.from_dataset(data, 3, 4, rng, actions=False)  # NOOP between the frames
     assert (video_like.actions == 0).all() and (video_like.frames == 200).all()
+
+
+@pytest.mark.parametrize("family,setting,trained", [
+    ("diffusion", {"num_denoising_steps": 1, "drop_change_levels": 4}, {"channels": [4, 4]}),
+    ("token", {"slide_frames": 2}, {"embed_dim": 16}),
+    ("genie", {"maskgit_steps": 1, "slide_frames": 2}, {"num_layers": 1}),
+])
+def test_every_family_resamples_its_dream_time_settings_and_nothing_else(tmp_path, family, setting, trained):
+    torch.manual_seed(0)
+    model = build_model(family, "tiny", (16, 16, 3), 3)
+    k = model.context_frames
+    save_checkpoint(tmp_path / "a", model=model, starts_frames=np.zeros((2, k, 16, 16, 3), np.uint8),
+                    starts_actions=np.zeros((2, k - 1), np.int64), game=None)
+    resample(tmp_path / "a", tmp_path / "b", **setting)
+    resampled = load_world_model(tmp_path / "b", device="cpu")
+    assert {name: getattr(resampled.config, name) for name in setting} == setting
+    state = resampled.init_state(torch.zeros(2, k, 16, 16, 3, dtype=torch.uint8), torch.zeros(2, k - 1).long())
+    for _ in range(4):  # long enough for a token or genie window to slide
+        state, frames, _, _ = resampled.step(state, torch.zeros(2).long(), torch.Generator().manual_seed(0))
+    assert frames.shape == (2, 16, 16, 3)
+    with pytest.raises(ValueError, match="cannot change after training"):
+        resample(tmp_path / "a", tmp_path / "c", **trained)
