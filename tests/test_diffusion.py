@@ -572,3 +572,33 @@ def test_resample_changes_only_how_the_model_dreams(tmp_path):
     assert after.config["provenance"]["resampled"]["before"] == {"num_denoising_steps": 2, "sample_sigma_max": 5.0}
     with pytest.raises(ValueError, match="cannot change after training"):
         resample(tmp_path / "a", tmp_path / "c", channels=[4, 4])
+
+
+def test_context_fading_pulls_each_window_toward_the_batch_background_and_reaches_the_denoiser(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    background = torch.rand(3, 8, 8, generator=g) * 2 - 1
+    context = background.expand(64, 4, 3, 8, 8).clone()
+    for n in range(64):  # one bright sprite per window, somewhere else in each: the median is the background
+        y, x = divmod(n, 8)
+        context[n, :, :, y, x] = 1.0
+    model = make_model(context_fade_max=0.6)
+    assert torch.equal(make_model()._faded_context(context), context)  # off by default
+    faded = model._faded_context(context)
+    keep = (faded - background) / (context - background).where(context != background, torch.tensor(1.0))
+    sprite = context != background
+    per_window = torch.stack([keep[n][sprite[n]].mean() for n in range(64)])
+    for n in range(64):  # one factor per window, the same in all its frames and channels
+        assert torch.allclose(keep[n][sprite[n]], per_window[n].expand(int(sprite[n].sum())), atol=1e-5)
+    assert torch.allclose(faded[~sprite], context[~sprite])  # the background stays
+    assert per_window.min() >= 0.4 - 1e-5 and per_window.max() <= 1.0 + 1e-5
+    assert per_window.min() < 0.5 and per_window.max() > 0.9  # drawn from the whole range
+    # training goes through it: the denoiser learns from the faded context
+    calls, seen = [], []
+    fade = model._faded_context
+    monkeypatch.setattr(model, "_faded_context", lambda ctx: calls.append(fade(ctx)) or calls[-1])
+    real_loss = model.denoiser.loss
+    monkeypatch.setattr(model.denoiser, "loss", lambda ctx, *a, **k: seen.append(ctx) or real_loss(ctx, *a, **k))
+    model.training_losses(segments(8, model, seed=1))
+    assert len(calls) == 1 and seen[0] is calls[0]
+    with pytest.raises(ValueError, match="context_fade_max"):
+        DiffusionConfig(context_fade_max=1.5)

@@ -101,6 +101,13 @@ class DiffusionConfig:
     # conditioning, as GameNGen does): it can then take noise out where told to without doing so
     # where the context is clean. 0: not told
     context_noise_levels: int = 0
+    # >0: each denoising target's context frames are faded toward the batch's per-pixel median
+    # frame (a game's still background, where the background does not scroll) by a factor drawn
+    # uniformly from [1 - context_fade_max, 1] per target, while the target stays the real frame.
+    # A one-step dream's sprites come out a little fainter when it is unsure where they go, the next
+    # frame builds on the fainter one, and a long dream loses them (Boxing's white boxer); trained so,
+    # the denoiser learns to draw a faint sprite back at full strength
+    context_fade_max: float = 0.0
     # with context_noise_levels: the level a dream's context gets (noise of that std added to it,
     # and the denoiser told so) before every dreamed frame; 0 dreams from the clean context
     dream_context_noise_level: int = 0
@@ -144,6 +151,8 @@ class DiffusionConfig:
             raise ValueError(f"distill_real_weight must be >= 0, got {self.distill_real_weight}")
         if self.context_noise_max < 0:
             raise ValueError(f"context_noise_max must be >= 0, got {self.context_noise_max}")
+        if not 0 <= self.context_fade_max <= 1:
+            raise ValueError(f"context_fade_max must be between 0 and 1, got {self.context_fade_max}")
         if self.context_noise_levels == 1 or self.context_noise_levels < 0:
             raise ValueError(f"context_noise_levels must be 0 (not told) or >= 2, got {self.context_noise_levels}")
         top, level = max(self.context_noise_levels - 1, 0), self.dream_context_noise_level

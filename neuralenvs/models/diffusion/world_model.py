@@ -247,11 +247,21 @@ class DiffusionWorldModel(WorldModel):
         self, context: torch.Tensor, ctx_actions: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
     ) -> torch.Tensor:
         """The denoising loss on the real frames that followed :meth:`_denoising_windows`'s contexts,
-        with the config's context noise added to them."""
-        context, level = self._noisy_context(context)
+        with the config's context fading and noise applied to them."""
+        context, level = self._noisy_context(self._faded_context(context))
         return self.denoiser.loss(
             context=context, actions=ctx_actions, target=target, weight=weight, context_noise_level=level
         )
+
+    def _faded_context(self, context: torch.Tensor) -> torch.Tensor:
+        """``context [N, K, C, H, W]`` faded toward the batch's per-pixel median frame by a factor
+        drawn from ``[1 - context_fade_max, 1]`` per window (``context_fade_max``; else unchanged)."""
+        fade = self.config.context_fade_max
+        if fade <= 0:
+            return context
+        background = context.flatten(0, 1).median(dim=0).values
+        keep = 1 - fade * torch.rand(context.shape[0], 1, 1, 1, 1, device=context.device)
+        return (background + keep * (context - background)).to(context.dtype)
 
     def _noisy_context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``context`` with the config's training noise added (``context_noise_max``) and the level
