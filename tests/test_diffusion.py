@@ -597,7 +597,12 @@ def test_context_fading_pulls_each_window_toward_the_batch_background_and_reache
     fade = model._faded_context
     monkeypatch.setattr(model, "_faded_context", lambda ctx: calls.append(fade(ctx)) or calls[-1])
     real_loss = model.denoiser.loss
-    monkeypatch.setattr(model.denoiser, "loss", lambda ctx, *a, **k: seen.append(ctx) or real_loss(ctx, *a, **k))
+
+    def spy(context, *args, **kwargs):
+        seen.append(context)
+        return real_loss(context, *args, **kwargs)
+
+    monkeypatch.setattr(model.denoiser, "loss", spy)
     model.training_losses(segments(8, model, seed=1))
     assert len(calls) == 1 and seen[0] is calls[0]
     with pytest.raises(ValueError, match="context_fade_max"):
