@@ -101,6 +101,9 @@ class DiffusionConfig:
     # conditioning, as GameNGen does): it can then take noise out where told to without doing so
     # where the context is clean. 0: not told
     context_noise_levels: int = 0
+    # with context_noise_levels: the level a dream's context gets (noise of that std added to it,
+    # and the denoiser told so) before every dreamed frame; 0 dreams from the clean context
+    dream_context_noise_level: int = 0
     # >0: each denoising target's context frames are faded toward the batch's per-pixel median
     # frame (a game's still background, where the background does not scroll) by a factor drawn
     # uniformly from [1 - context_fade_max, 1] per target, while the target stays the real frame.
@@ -108,9 +111,6 @@ class DiffusionConfig:
     # frame builds on the fainter one, and a long dream loses them (Boxing's white boxer); trained so,
     # the denoiser learns to draw a faint sprite back at full strength
     context_fade_max: float = 0.0
-    # with context_noise_levels: the level a dream's context gets (noise of that std added to it,
-    # and the denoiser told so) before every dreamed frame; 0 dreams from the clean context
-    dream_context_noise_level: int = 0
     # distillation only (``DiffusionWorldModel.distillation_losses``): the weight of the real frames'
     # denoising loss beside the teacher's. Copying the teacher alone leaves a student behind it at one
     # step; real frames alone teach a one-step dream the mean of what may come, a still stage that
