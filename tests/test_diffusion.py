@@ -584,8 +584,8 @@ def test_context_fading_pulls_each_window_toward_the_batch_background_and_reache
     model = make_model(context_fade_max=0.6)
     assert torch.equal(make_model()._faded_context(context), context)  # off by default
     faded = model._faded_context(context)
-    keep = (faded - background) / (context - background).where(context != background, torch.tensor(1.0))
     sprite = context != background
+    keep = (faded - background) / (context - background).where(sprite, torch.tensor(1.0))
     per_window = torch.stack([keep[n][sprite[n]].mean() for n in range(64)])
     for n in range(64):  # one factor per window, the same in all its frames and channels
         assert torch.allclose(keep[n][sprite[n]], per_window[n].expand(int(sprite[n].sum())), atol=1e-5)
