@@ -102,13 +102,16 @@ def test_histogram_distance_is_zero_for_the_same_colours_and_one_for_none_shared
     assert histogram_distance(red, blue) == 1.0
 
 
-@pytest.mark.parametrize(("dream", "steps"), [
-    ("neuralenvs/Boxing-diffusion-v0", 100), ("neuralenvs/Boxing-token-v0", 100), ("neuralenvs/Boxing-genie-v0", 100),
+@pytest.mark.parametrize(("dream", "steps", "least_foreground"), [
+    # Boxing's diffusion dream at 1,000 and held to 0.8x since its context was faded in training: the
+    # dream before kept 0.6x there, its white boxer faded out (docs/boxing.md)
+    ("neuralenvs/Boxing-diffusion-v0", 1000, 0.8),
+    ("neuralenvs/Boxing-token-v0", 100, 0.5), ("neuralenvs/Boxing-genie-v0", 100, 0.5),
     # KungFuMaster's at 1,000 since its dream was told its context's noise (the dream before: 2.8x the
     # foreground there, its fighters' band gone to noise; docs/horizon.md)
-    ("neuralenvs/KungFuMaster-diffusion-v0", 1000), ("neuralenvs/CrazyClimber-diffusion-v0", 300),
+    ("neuralenvs/KungFuMaster-diffusion-v0", 1000, 0.5), ("neuralenvs/CrazyClimber-diffusion-v0", 300, 0.5),
 ])
-def test_a_shipped_dream_keeps_the_games_look(dream: str, steps: int, tmp_path) -> None:
+def test_a_shipped_dream_keeps_the_games_look(dream: str, steps: int, least_foreground: float, tmp_path) -> None:
     collect_atari(game_of(dream), tmp_path / "real", 400, seed=123, progress=False)
     data = EpisodeDataset(tmp_path / "real")
     real = np.concatenate([data.episode(e).frames for e in range(data.num_episodes)])
@@ -116,8 +119,9 @@ def test_a_shipped_dream_keeps_the_games_look(dream: str, steps: int, tmp_path) 
     look = look_from_start_bank(model.eval(), starts, real, [steps])
     assert 0.75 <= look[str(steps)]["sharpness_ratio"] <= 1.33, look
     assert look[str(steps)]["histogram_distance"] < 0.3, look
-    # the sprites neither vanish nor multiply (shipped: 0.94x to 1.10x, KungFuMaster 1.26x at 1,000)
-    assert 0.5 <= look[str(steps)]["foreground_ratio"] <= 2.5, look
+    # the sprites neither vanish nor multiply (shipped: 0.94x to 1.10x; at 1,000 KungFuMaster 1.26x, Boxing
+    # diffusion 1.02x)
+    assert least_foreground <= look[str(steps)]["foreground_ratio"] <= 2.5, look
 
 
 def test_a_dream_that_holds_every_pixel_scores_as_repeat_last_frame(tmp_path) -> None:
